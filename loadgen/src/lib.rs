@@ -1,0 +1,2 @@
+//! loadgen (skeleton; see ARCHITECTURE.md).
+#![forbid(unsafe_code)]

@@ -1,0 +1,10 @@
+use clap::Parser;
+
+/// loadgen
+#[derive(Parser)]
+#[command(version)]
+struct Cli {}
+
+fn main() {
+    let _ = Cli::parse();
+}

@@ -1,0 +1,2 @@
+//! probe (skeleton; see ARCHITECTURE.md).
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! report (skeleton; see ARCHITECTURE.md).
+#![forbid(unsafe_code)]
