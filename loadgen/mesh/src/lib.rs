@@ -1,0 +1,1 @@
+//! The embedded mesh (skeleton; see ARCHITECTURE.md).
