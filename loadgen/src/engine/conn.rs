@@ -1,0 +1,188 @@
+//! One connection: TCP connect, optional TLS (with the identity check), the HTTP/1.1 or
+//! HTTP/2 handshake, and the classification of failures into [`ErrorClass`]es.
+
+use super::Target;
+use crate::plan::Protocol;
+use crate::record::ErrorClass;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::error::Error as StdError;
+use std::io;
+use tokio::net::TcpStream;
+
+pub type Body = Full<Bytes>;
+
+/// A failure with its class and a human message.
+#[derive(Debug)]
+pub struct Failure {
+    pub class: ErrorClass,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
+        Failure {
+            class,
+            message: message.into(),
+        }
+    }
+}
+
+pub enum Sender {
+    H1(http1::SendRequest<Body>),
+    H2(http2::SendRequest<Body>),
+}
+
+/// Open a connection to the target and perform the HTTP handshake.
+pub async fn connect(t: &Target) -> Result<Sender, Failure> {
+    let tcp = match tokio::time::timeout(t.connect_timeout, TcpStream::connect(&t.addrs[..])).await
+    {
+        Err(_) => {
+            return Err(Failure::new(
+                ErrorClass::ConnectTimeout,
+                format!("connect to {} timed out", t.authority),
+            ))
+        }
+        Ok(Err(e)) => {
+            let class = match e.kind() {
+                io::ErrorKind::TimedOut => ErrorClass::ConnectTimeout,
+                _ => ErrorClass::ConnectRefused,
+            };
+            return Err(Failure::new(
+                class,
+                format!("connect to {}: {e}", t.authority),
+            ));
+        }
+        Ok(Ok(s)) => s,
+    };
+    let _ = tcp.set_nodelay(true);
+    match &t.tls {
+        None => {
+            let h2 = t.protocol == Protocol::Http2;
+            handshake(TokioIo::new(tcp), h2).await
+        }
+        Some(tls) => {
+            let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+            let stream = match tokio::time::timeout(
+                t.connect_timeout,
+                connector.connect(tls.server_name.clone(), tcp),
+            )
+            .await
+            {
+                Err(_) => {
+                    return Err(Failure::new(
+                        ErrorClass::Tls,
+                        format!("TLS handshake with {} timed out", t.authority),
+                    ))
+                }
+                Ok(Err(e)) => {
+                    let class = classify_io(&e).unwrap_or(ErrorClass::Tls);
+                    let class = if class == ErrorClass::ConnectionReset {
+                        // The server hung up during the handshake: a TLS failure.
+                        ErrorClass::Tls
+                    } else {
+                        class
+                    };
+                    return Err(Failure::new(
+                        class,
+                        format!("TLS handshake with {}: {e}", t.authority),
+                    ));
+                }
+                Ok(Ok(s)) => s,
+            };
+            let (_, session) = stream.get_ref();
+            if let Some(expected) = &tls.expected_identity {
+                crate::tls::check_identity(session.peer_certificates(), expected)
+                    .map_err(|m| Failure::new(ErrorClass::Tls, m))?;
+            }
+            let h2 = match session.alpn_protocol() {
+                Some(b"h2") => true,
+                Some(_) => false,
+                None => t.protocol == Protocol::Http2,
+            };
+            handshake(TokioIo::new(stream), h2).await
+        }
+    }
+}
+
+async fn handshake<IO>(io: TokioIo<IO>, h2: bool) -> Result<Sender, Failure>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    if h2 {
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .handshake(io)
+            .await
+            .map_err(|e| failure(&e, "HTTP/2 handshake"))?;
+        tokio::spawn(conn);
+        Ok(Sender::H2(sender))
+    } else {
+        let (sender, conn) = http1::handshake(io)
+            .await
+            .map_err(|e| failure(&e, "HTTP/1.1 handshake"))?;
+        tokio::spawn(conn);
+        Ok(Sender::H1(sender))
+    }
+}
+
+fn classify_io(e: &io::Error) -> Option<ErrorClass> {
+    if let Some(inner) = e.get_ref() {
+        if inner.downcast_ref::<rustls::Error>().is_some() {
+            return Some(ErrorClass::Tls);
+        }
+    }
+    match e.kind() {
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::BrokenPipe
+        | io::ErrorKind::UnexpectedEof => Some(ErrorClass::ConnectionReset),
+        io::ErrorKind::TimedOut => Some(ErrorClass::RequestTimeout),
+        _ => None,
+    }
+}
+
+/// Classify an error by walking its source chain. TLS wins over everything (TLS 1.3 reports
+/// a refused client certificate as an alert on the first read, wrapped in I/O and HTTP errors).
+pub fn classify(err: &(dyn StdError + 'static)) -> ErrorClass {
+    let mut found = None;
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if e.downcast_ref::<rustls::Error>().is_some() {
+            return ErrorClass::Tls;
+        }
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            if let Some(c) = classify_io(io) {
+                if c == ErrorClass::Tls {
+                    return c;
+                }
+                found = found.or(Some(c));
+            }
+        }
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
+                found = found.or(Some(ErrorClass::ConnectionReset));
+            } else if h.is_timeout() {
+                found = found.or(Some(ErrorClass::RequestTimeout));
+            }
+        }
+        cur = e.source();
+    }
+    found.unwrap_or(ErrorClass::Other)
+}
+
+/// A [`Failure`] from an error, with the whole chain in its message.
+pub fn failure(err: &(dyn StdError + 'static), what: &str) -> Failure {
+    let mut msg = format!("{what}: {err}");
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let s = e.to_string();
+        if !msg.contains(&s) {
+            msg.push_str(": ");
+            msg.push_str(&s);
+        }
+        cur = e.source();
+    }
+    Failure::new(classify(err), msg)
+}

@@ -1,0 +1,383 @@
+//! The run loop: for each cell of the plan, ask the [`CellTarget`] where to send load
+//! (bringing up whatever the cell needs), run the engine, build the [`CellResult`], let the
+//! target add what it observed, and write `run.json` (after every cell, atomically, so an
+//! interrupted run keeps what it measured).
+
+use crate::engine::{self, CellLoad, EngineError, Progress, ResolvedTarget, Target};
+use crate::plan::{CellPlan, Plan};
+use crate::record::Hlog;
+use crate::serve::{ServeConfig, ServerHandle};
+use meshbench_schema::{
+    CellResult, HostFacts, RunResult, SubsetResult, ToolInfo, RUN_FILE, RUN_SCHEMA_VERSION,
+};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::sync::watch;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cell {cell}: {message}")]
+    Target { cell: String, message: String },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Schema(#[from] meshbench_schema::SchemaError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The per-cell hook of the run loop: resolves where each cell's load goes and adds what
+/// the target side observed. The built-in app server and a plain URL are implemented here;
+/// the embedded mesh implements it in its own crate.
+#[allow(async_fn_in_trait)]
+pub trait CellTarget {
+    /// Bring up what `cell` needs and say where its load goes.
+    async fn prepare(&mut self, plan: &Plan, cell: &CellPlan) -> Result<ResolvedTarget, BoxError>;
+
+    /// Add sidecar stats / checks to the cell's result; tear down per-cell state.
+    async fn finish(
+        &mut self,
+        _plan: &Plan,
+        _cell: &CellPlan,
+        _result: &mut CellResult,
+    ) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    /// After the last cell (also after an interrupt): run-level checks, teardown.
+    async fn finish_run(&mut self, _plan: &Plan, _run: &mut RunResult) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+/// A fixed URL from `target.url`.
+pub struct UrlTarget;
+
+impl CellTarget for UrlTarget {
+    async fn prepare(&mut self, plan: &Plan, _cell: &CellPlan) -> Result<ResolvedTarget, BoxError> {
+        let url = plan
+            .target
+            .url
+            .clone()
+            .ok_or("the scenario has no target.url")?;
+        Ok(ResolvedTarget {
+            url,
+            connect_to: None,
+            tls: plan.target.tls.clone(),
+        })
+    }
+}
+
+/// The built-in app server from the scenario's `[app]` section, started in-process once.
+#[derive(Default)]
+pub struct AppTarget {
+    server: Option<(std::net::SocketAddr, ServerHandle)>,
+}
+
+impl CellTarget for AppTarget {
+    async fn prepare(&mut self, plan: &Plan, _cell: &CellPlan) -> Result<ResolvedTarget, BoxError> {
+        let app = plan
+            .app
+            .as_ref()
+            .ok_or("the scenario has no [app] section")?;
+        if self.server.is_none() {
+            let cfg = ServeConfig {
+                service_time: app.service_time.0,
+                service_time_dist: app.service_time_dist,
+                headers: app.headers.clone(),
+                body_bytes: app.body_bytes,
+                stall: app.stall.zip(app.stall_every).map(|(s, e)| (s.0, e.0)),
+                ..ServeConfig::default()
+            };
+            self.server = Some(crate::serve::spawn(cfg).await?);
+        }
+        let addr = self.server.as_ref().expect("started above").0;
+        Ok(ResolvedTarget {
+            url: format!("http://{addr}/"),
+            connect_to: Some(addr),
+            tls: Default::default(),
+        })
+    }
+
+    async fn finish_run(&mut self, _plan: &Plan, _run: &mut RunResult) -> Result<(), BoxError> {
+        if let Some((_, h)) = self.server.take() {
+            h.shutdown().await;
+        }
+        Ok(())
+    }
+}
+
+/// What the run loop tells its caller (the CLI renders it; the engine never prints).
+#[derive(Debug, Clone)]
+pub enum Event<'a> {
+    CellStarted {
+        cell: &'a CellPlan,
+        of: usize,
+    },
+    Progress {
+        cell: &'a CellPlan,
+        progress: &'a Progress,
+    },
+    CellFinished {
+        cell: &'a CellPlan,
+        result: &'a CellResult,
+    },
+}
+
+pub struct RunOptions {
+    /// Run directory; default `results/<scenario>-<UTC timestamp>/`.
+    pub out: Option<PathBuf>,
+    pub stop: watch::Receiver<bool>,
+}
+
+pub struct RunOutput {
+    pub dir: PathBuf,
+    pub result: RunResult,
+}
+
+/// `20261127T215500Z` from a time.
+pub fn compact_utc(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t)
+        .to_string()
+        .replace(['-', ':'], "")
+}
+
+/// Facts about this machine.
+pub fn host_facts() -> HostFacts {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    let cgroup_version = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        Some("v2".to_string())
+    } else if Path::new("/sys/fs/cgroup/cpu").exists() {
+        Some("v1".to_string())
+    } else {
+        None
+    };
+    HostFacts {
+        hostname: read("/proc/sys/kernel/hostname"),
+        kernel: read("/proc/sys/kernel/osrelease"),
+        cpus: std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1),
+        cpu_model,
+        cgroup_version,
+    }
+}
+
+/// Run every cell of `plan` against `target`.
+pub async fn run_plan<T: CellTarget>(
+    plan: &Plan,
+    target: &mut T,
+    opts: RunOptions,
+    on_event: &mut (dyn FnMut(Event<'_>) + Send),
+) -> Result<RunOutput, RunError> {
+    let started = SystemTime::now();
+    let dir = opts.out.clone().unwrap_or_else(|| {
+        PathBuf::from("results").join(format!("{}-{}", plan.name, compact_utc(started)))
+    });
+    std::fs::create_dir_all(&dir).map_err(|source| RunError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    let mut warnings = Vec::new();
+    if plan.target.tls.insecure_skip_verify {
+        warnings.push(
+            "server certificate verification was disabled (target.tls.insecure_skip_verify)"
+                .to_string(),
+        );
+    }
+    let mut run = RunResult {
+        schema_version: RUN_SCHEMA_VERSION,
+        tool: ToolInfo::new("loadgen", env!("CARGO_PKG_VERSION")),
+        scenario: plan.name.clone(),
+        scenario_file: plan.scenario_file.as_ref().map(|p| p.display().to_string()),
+        started_at: humantime::format_rfc3339_seconds(started).to_string(),
+        finished_at: None,
+        interrupted: false,
+        plan: serde_json::to_value(plan).unwrap_or(serde_json::Value::Null),
+        host: host_facts(),
+        slo: plan.slo.clone(),
+        warnings,
+        cells: vec![],
+        checks: vec![],
+    };
+    let run_file = dir.join(RUN_FILE);
+    let mut tls_cache: Option<(crate::plan::TlsPlan, Arc<rustls::ClientConfig>)> = None;
+    let mut result = Ok(());
+    for cell in &plan.cells {
+        if *opts.stop.borrow() {
+            run.interrupted = true;
+            break;
+        }
+        on_event(Event::CellStarted {
+            cell,
+            of: plan.cells.len(),
+        });
+        match run_one(plan, cell, target, &dir, &opts, &mut tls_cache, on_event).await {
+            Ok((cell_result, warns)) => {
+                run.interrupted |= cell_result.interrupted;
+                run.warnings.extend(warns);
+                on_event(Event::CellFinished {
+                    cell,
+                    result: &cell_result,
+                });
+                run.cells.push(cell_result);
+                meshbench_schema::write_json_atomic(&run_file, &run)?;
+            }
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+        if run.interrupted {
+            break;
+        }
+    }
+    if let Err(e) = target.finish_run(plan, &mut run).await {
+        run.warnings.push(format!("target teardown: {e}"));
+    }
+    run.finished_at = Some(humantime::format_rfc3339_seconds(SystemTime::now()).to_string());
+    meshbench_schema::write_json_atomic(&run_file, &run)?;
+    result?;
+    Ok(RunOutput { dir, result: run })
+}
+
+async fn run_one<T: CellTarget>(
+    plan: &Plan,
+    cell: &CellPlan,
+    target: &mut T,
+    dir: &Path,
+    opts: &RunOptions,
+    tls_cache: &mut Option<(crate::plan::TlsPlan, Arc<rustls::ClientConfig>)>,
+    on_event: &mut (dyn FnMut(Event<'_>) + Send),
+) -> Result<(CellResult, Vec<String>), RunError> {
+    let terr = |message: String| RunError::Target {
+        cell: cell.id.clone(),
+        message,
+    };
+    let resolved = target
+        .prepare(plan, cell)
+        .await
+        .map_err(|e| terr(e.to_string()))?;
+    let https = resolved.url.starts_with("https://");
+    let tls_config = if https {
+        match tls_cache {
+            Some((k, c)) if *k == resolved.tls => Some(c.clone()),
+            _ => {
+                let c = crate::tls::client_config(&resolved.tls, plan.target.protocol)
+                    .map_err(EngineError::from)?;
+                *tls_cache = Some((resolved.tls.clone(), c.clone()));
+                Some(c)
+            }
+        }
+    } else {
+        None
+    };
+    let engine_target = Arc::new(Target::new(&resolved, &plan.target, tls_config).await?);
+    let load = CellLoad {
+        mode: cell.mode,
+        rate: cell.rate,
+        connections: cell.connections,
+        max_in_flight: plan.load.max_in_flight,
+        duration: plan.load.duration.map(|d| d.0),
+        requests: plan.load.requests,
+        warmup: plan.load.warmup.0,
+        think_time: plan.load.think_time.0,
+    };
+    let hlog_name = format!("cell-{}.hlog", cell.index);
+    let hlog = Hlog::create(
+        &dir.join(&hlog_name),
+        SystemTime::now() + load.warmup,
+        &format!(
+            "meshbench loadgen: scenario {}, cell {}",
+            plan.name, cell.id
+        ),
+    )
+    .map_err(EngineError::from)?;
+    let mut progress = |p: &Progress| on_event(Event::Progress { cell, progress: p });
+    let m = engine::run_cell(
+        engine_target,
+        &load,
+        Some(hlog),
+        opts.stop.clone(),
+        &mut progress,
+    )
+    .await?;
+    let rec = &m.rec;
+    let subsets = rec
+        .subsets
+        .iter()
+        .map(|(name, pair)| SubsetResult {
+            name: name.clone(),
+            count: pair.corrected.len(),
+            share: if rec.ok == 0 {
+                0.0
+            } else {
+                pair.corrected.len() as f64 / rec.ok as f64
+            },
+            expected_share: None,
+            latency: pair.latency(),
+        })
+        .collect();
+    let mut warnings = Vec::new();
+    if m.unsent > 0 && !m.interrupted {
+        warnings.push(format!(
+            "cell {}: {} scheduled requests were never sent: the target could not keep up with {} req/s",
+            cell.id,
+            m.unsent,
+            cell.rate.unwrap_or(0.0)
+        ));
+    }
+    for (class, msg) in &rec.error_samples {
+        warnings.push(format!("cell {}: {class} error: {msg}", cell.id));
+    }
+    let mut result = CellResult {
+        id: cell.id.clone(),
+        settings: cell.settings.clone(),
+        mode: cell.mode,
+        protocol: if rec.saw_h2 { "http2" } else { "http1" }.into(),
+        duration_s: m.duration_s,
+        requests: rec.requests,
+        ok: rec.ok,
+        achieved_rate: if m.duration_s > 0.0 {
+            rec.requests as f64 / m.duration_s
+        } else {
+            0.0
+        },
+        errors: rec.errors,
+        status_classes: rec
+            .by_class
+            .iter()
+            .map(|(k, (n, _))| (k.to_string(), *n))
+            .collect(),
+        latency: rec.total.latency(),
+        subsets,
+        hlog: Some(hlog_name),
+        sidecar: None,
+        checks: vec![],
+        interrupted: m.interrupted,
+    };
+    if let Err(e) = target.finish(plan, cell, &mut result).await {
+        warnings.push(format!("cell {}: target: {e}", cell.id));
+    }
+    Ok((result, warnings))
+}
