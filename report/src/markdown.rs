@@ -1,0 +1,192 @@
+//! `summary.md`: a markdown summary sized for a CI job summary — one row per cell with
+//! p50 / p90 / p99 / p99.9, achieved rate, errors and checks; warnings first.
+
+use std::fmt::Write as _;
+
+use meshbench_schema::{CellResult, CheckResult, CheckStatus, RunResult};
+
+use crate::format::{cpu_label, md, rate, us};
+use crate::load::LoadedRun;
+use crate::plot::Rendered;
+
+/// Everything the reader must see before the numbers: interruption, the run's warnings,
+/// CPU limits that were not applied, cells cut short.
+pub fn notices(run: &RunResult) -> Vec<String> {
+    let mut v = Vec::new();
+    if run.interrupted {
+        v.push(
+            "The run was interrupted: the figures cover only what was measured until then."
+                .to_string(),
+        );
+    }
+    v.extend(run.warnings.iter().cloned());
+    for c in &run.cells {
+        let s = &c.settings;
+        if s.sidecar_cpu_millis.is_some() && !s.cpu_limit_applied {
+            v.push(format!(
+                "Cell {}: the sidecar CPU limit {} was NOT applied{}.",
+                c.id,
+                cpu_label(s.sidecar_cpu_millis, s.sidecar_cpu.as_deref()),
+                s.cpu_limit_note
+                    .as_deref()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default()
+            ));
+        } else if let Some(note) = &s.cpu_limit_note {
+            v.push(format!("Cell {}: {note}", c.id));
+        }
+        if c.interrupted {
+            v.push(format!("Cell {} was cut short by the interrupt.", c.id));
+        }
+    }
+    v
+}
+
+/// Short verdict of a list of checks ("2 passed, 1 FAILED: canary_split").
+pub fn checks_brief(checks: &[CheckResult]) -> String {
+    if checks.is_empty() {
+        return "-".into();
+    }
+    let count = |s| checks.iter().filter(|c| c.status == s).count();
+    let failed: Vec<&str> = checks
+        .iter()
+        .filter(|c| c.status == CheckStatus::Failed)
+        .map(|c| c.name.as_str())
+        .collect();
+    let mut out = format!("{} passed", count(CheckStatus::Passed));
+    if count(CheckStatus::Skipped) > 0 {
+        let _ = write!(out, ", {} skipped", count(CheckStatus::Skipped));
+    }
+    if !failed.is_empty() {
+        let _ = write!(out, ", {} FAILED: {}", failed.len(), failed.join(", "));
+    }
+    out
+}
+
+pub fn status_md(s: CheckStatus) -> &'static str {
+    match s {
+        CheckStatus::Passed => "✅ passed",
+        CheckStatus::Failed => "❌ FAILED",
+        CheckStatus::Skipped => "⚠️ skipped",
+    }
+}
+
+fn error_brief(c: &CellResult) -> String {
+    let total = c.errors.total();
+    if total == 0 {
+        return "0".into();
+    }
+    let pct = if c.requests > 0 {
+        format!(" ({:.2} %)", total as f64 * 100.0 / c.requests as f64)
+    } else {
+        String::new()
+    };
+    let classes: Vec<String> = c
+        .errors
+        .by_class()
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    format!("{total}{pct}: {}", classes.join(", "))
+}
+
+/// The markdown summary of a run.
+pub fn summary_md(run: &LoadedRun, rendered: &Rendered) -> String {
+    let r = &run.run;
+    let mut s = String::new();
+    let _ = writeln!(s, "# meshbench run: {}\n", md(&r.scenario));
+    let _ = writeln!(
+        s,
+        "Started {}{}, host `{}` ({} CPUs), {} {}, {} cell(s).\n",
+        r.started_at,
+        r.finished_at
+            .as_deref()
+            .map(|f| format!(", finished {f}"))
+            .unwrap_or_default(),
+        md(&r.host.hostname),
+        r.host.cpus,
+        r.tool.name,
+        r.tool.version,
+        r.cells.len()
+    );
+    let notes = notices(r);
+    if !notes.is_empty() {
+        let _ = writeln!(s, "> [!WARNING]");
+        for n in &notes {
+            let _ = writeln!(s, "> - {}", md(n));
+        }
+        s.push('\n');
+    }
+    let _ = writeln!(
+        s,
+        "Latency is corrected (from the intended send time, no coordinated omission).\n"
+    );
+    let _ = writeln!(
+        s,
+        "| cell | requests | rate (achieved / target) | p50 | p90 | p99 | p99.9 | errors | checks |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---|---|");
+    for c in &r.cells {
+        let l = &c.latency.corrected;
+        let _ = writeln!(
+            s,
+            "| `{}`{} | {} | {} / {} | {} | {} | {} | {} | {} | {} |",
+            md(&c.id),
+            if c.interrupted { " (interrupted)" } else { "" },
+            c.requests,
+            rate(c.achieved_rate),
+            c.settings
+                .rate
+                .map(rate)
+                .unwrap_or_else(|| "closed loop".into()),
+            us(l.p50_us),
+            us(l.p90_us),
+            us(l.p99_us),
+            us(l.p999_us),
+            md(&error_brief(c)),
+            md(&checks_brief(&c.checks)),
+        );
+    }
+    let all: Vec<(&str, &CheckResult)> = r
+        .checks
+        .iter()
+        .map(|k| ("run", k))
+        .chain(
+            r.cells
+                .iter()
+                .flat_map(|c| c.checks.iter().map(move |k| (c.id.as_str(), k))),
+        )
+        .collect();
+    if !all.is_empty() {
+        let _ = writeln!(s, "\n## Checks\n");
+        let _ = writeln!(s, "| scope | check | result | evidence |");
+        let _ = writeln!(s, "|---|---|---|---|");
+        for (scope, k) in all {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} |",
+                md(scope),
+                md(&k.name),
+                status_md(k.status),
+                md(&k.summary)
+            );
+        }
+    }
+    if !rendered.not_drawn.is_empty() {
+        let _ = writeln!(s, "\n## Charts not drawn\n");
+        for n in &rendered.not_drawn {
+            let _ = writeln!(s, "- {}", md(n));
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\nOverall: {}.",
+        if r.checks_passed() {
+            "all checks passed"
+        } else {
+            "**a check FAILED**"
+        }
+    );
+    s
+}

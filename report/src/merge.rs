@@ -1,0 +1,133 @@
+//! `report merge OUT.hlog IN.hlog|RUN_DIR...`: merge interval logs from several load
+//! workers into one, losslessly. Intervals are aligned by tag and by the absolute second
+//! they start in (BaseTime added), and added with `Histogram::add`; so every per-tag total
+//! of the output equals the histogram of all the inputs' samples.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
+use hdrhistogram::serialization::V2DeflateSerializer;
+use hdrhistogram::Histogram;
+
+use crate::load::{read_hlog, Hlog};
+use crate::ReportError;
+
+/// What a merge read and wrote.
+#[derive(Debug, Clone)]
+pub struct MergeSummary {
+    pub inputs: Vec<PathBuf>,
+    pub intervals_in: usize,
+    pub intervals_out: usize,
+    /// Per tag ("" for untagged): total count.
+    pub totals: BTreeMap<String, u64>,
+}
+
+/// The interval log an input names: the file itself, or the single cell's log of a run
+/// directory.
+pub fn resolve_input(p: &Path) -> Result<PathBuf, ReportError> {
+    if !p.is_dir() {
+        return Ok(p.to_path_buf());
+    }
+    let run = meshbench_schema::read_run(p)?;
+    let logs: Vec<&String> = run.cells.iter().filter_map(|c| c.hlog.as_ref()).collect();
+    match logs.as_slice() {
+        [one] => Ok(p.join(one)),
+        [] => Err(ReportError::Invalid {
+            path: p.join(meshbench_schema::RUN_FILE),
+            msg: "no cell has an interval log".into(),
+        }),
+        many => Err(ReportError::Invalid {
+            path: p.join(meshbench_schema::RUN_FILE),
+            msg: format!(
+                "{} cells have interval logs; pass the .hlog files of the cell to merge",
+                many.len()
+            ),
+        }),
+    }
+}
+
+/// Merged intervals: (tag, absolute start second) -> (histogram, longest duration).
+pub type Merged = BTreeMap<(Option<String>, i64), (Histogram<u64>, f64)>;
+
+/// Merge decoded logs into (tag, second) -> histogram, plus the earliest start second.
+pub fn merge_logs(logs: &[Hlog]) -> (Merged, i64) {
+    let mut out: Merged = BTreeMap::new();
+    let mut first = i64::MAX;
+    for log in logs {
+        for i in &log.intervals {
+            let sec = i.start_s.floor() as i64;
+            first = first.min(sec);
+            match out.get_mut(&(i.tag.clone(), sec)) {
+                Some((h, d)) => {
+                    let _ = h.add(&i.hist);
+                    *d = d.max(i.duration_s);
+                }
+                None => {
+                    let mut h = Histogram::new_from(&i.hist);
+                    h.auto(true);
+                    let _ = h.add(&i.hist);
+                    out.insert((i.tag.clone(), sec), (h, i.duration_s));
+                }
+            }
+        }
+    }
+    (out, if first == i64::MAX { 0 } else { first })
+}
+
+/// Read every input, merge, and write `out` atomically.
+pub fn merge(out: &Path, inputs: &[PathBuf]) -> Result<MergeSummary, ReportError> {
+    let mut files = Vec::with_capacity(inputs.len());
+    for p in inputs {
+        files.push(resolve_input(p)?);
+    }
+    let mut logs = Vec::with_capacity(files.len());
+    for f in &files {
+        logs.push(read_hlog(f)?);
+    }
+    let intervals_in = logs.iter().map(|l| l.intervals.len()).sum();
+    let (merged, first) = merge_logs(&logs);
+    // order by time, then tag, as the interval-log format expects
+    let mut entries: Vec<_> = merged.iter().collect();
+    entries.sort_by(|a, b| (a.0 .1, &a.0 .0).cmp(&(b.0 .1, &b.0 .0)));
+    let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+    let mut buf = Vec::new();
+    let write_err = |e: String| ReportError::hlog(out, e);
+    {
+        let mut ser = V2DeflateSerializer::new();
+        let base = UNIX_EPOCH + Duration::from_secs(first.max(0) as u64);
+        let comment = format!(
+            "merged by report from {}",
+            files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut w = IntervalLogWriterBuilder::new()
+            .add_comment(&comment)
+            .with_start_time(base)
+            .with_base_time(base)
+            .begin_log_with(&mut buf, &mut ser)
+            .map_err(|e| write_err(e.to_string()))?;
+        for ((tag, sec), (h, dur)) in entries {
+            *totals.entry(tag.clone().unwrap_or_default()).or_default() += h.len();
+            let start = Duration::from_secs((sec - first).max(0) as u64);
+            w.write_histogram(
+                h,
+                start,
+                Duration::from_secs_f64(dur.max(0.0)),
+                tag.as_deref().and_then(Tag::new),
+            )
+            .map_err(|e| write_err(format!("{e:?}")))?;
+        }
+    }
+    meshbench_schema::write_atomic(out, &buf)?;
+    Ok(MergeSummary {
+        inputs: files,
+        intervals_in,
+        intervals_out: merged.len(),
+        totals,
+    })
+}

@@ -1,0 +1,89 @@
+//! The fleet chart: CPU steal (%) and fdatasync p99 (ms) per node, side by side, from
+//! probe reports. A node without one of the measurements has no bar for it.
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use super::{category_labels, color, headroom, legend_box, pe, Chart, Ticked, FONT};
+
+pub struct FleetChart {
+    /// (node, steal %, fsync p99 ms).
+    pub nodes: Vec<(String, Option<f64>, Option<f64>)>,
+}
+
+pub const STEAL: &str = "CPU steal (%, left axis)";
+pub const FSYNC: &str = "fdatasync p99 (ms, right axis)";
+
+impl Chart for FleetChart {
+    fn id(&self) -> String {
+        "fleet".into()
+    }
+
+    fn title(&self) -> String {
+        "CPU steal and fdatasync p99 per node".into()
+    }
+
+    fn series_labels(&self) -> Vec<String> {
+        vec![STEAL.into(), FSYNC.into()]
+    }
+
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        let n = self.nodes.len().max(1);
+        let steal_max = self.nodes.iter().filter_map(|x| x.1).fold(0.0, f64::max);
+        let fsync_max = self.nodes.iter().filter_map(|x| x.2).fold(0.0, f64::max);
+        let names: Vec<String> = self.nodes.iter().map(|x| x.0.clone()).collect();
+        let x_fmt = category_labels(names);
+        let x_range = || Ticked::categories(n);
+        let mut chart = ChartBuilder::on(area)
+            .caption(self.title(), (FONT, 22))
+            .margin(16)
+            .x_label_area_size(48)
+            .y_label_area_size(72)
+            .right_y_label_area_size(72)
+            .build_cartesian_2d(x_range(), 0f64..headroom(steal_max.max(2.5)))
+            .map_err(pe)?
+            .set_secondary_coord(x_range(), 0f64..headroom(fsync_max.max(1.0)));
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_label_formatter(&x_fmt)
+            .x_desc("node")
+            .y_desc("CPU steal (%)")
+            .label_style((FONT, 14))
+            .axis_desc_style((FONT, 16))
+            .draw()
+            .map_err(pe)?;
+        chart
+            .configure_secondary_axes()
+            .y_desc("fdatasync p99 (ms)")
+            .label_style((FONT, 14))
+            .axis_desc_style((FONT, 16))
+            .draw()
+            .map_err(pe)?;
+        let (s, f) = (color(0), color(1));
+        chart
+            .draw_series(self.nodes.iter().enumerate().filter_map(|(i, x)| {
+                let c = i as f64;
+                x.1.map(|v| Rectangle::new([(c - 0.35, 0.0), (c, v)], s.filled()))
+            }))
+            .map_err(pe)?
+            .label(STEAL)
+            .legend(legend_box(s));
+        chart
+            .draw_secondary_series(self.nodes.iter().enumerate().filter_map(|(i, x)| {
+                let c = i as f64;
+                x.2.map(|v| Rectangle::new([(c, 0.0), (c + 0.35, v)], f.filled()))
+            }))
+            .map_err(pe)?
+            .label(FSYNC)
+            .legend(legend_box(f));
+        chart
+            .configure_series_labels()
+            .label_font((FONT, 14))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()
+            .map_err(pe)
+    }
+}

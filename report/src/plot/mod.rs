@@ -1,0 +1,334 @@
+//! Charts: one file per chart behind the [`Chart`] trait, each drawn twice (SVG for the
+//! HTML report, PNG for everything else) with plotters and an embedded font.
+//!
+//! Text is laid out with DejaVu Sans (embedded, registered once with plotters' ab_glyph
+//! backend); SVG files name the family with a generic fallback and embed nothing.
+
+pub mod errors;
+pub mod fleet;
+pub mod matrix;
+pub mod percentile;
+pub mod split;
+pub mod timeline;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::load::LoadedRun;
+use crate::ReportError;
+
+/// The font family every chart uses; SVG viewers fall back to any sans-serif font.
+pub const FONT: &str = "DejaVu Sans, sans-serif";
+static FONT_BYTES: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
+
+/// Register the embedded font with plotters (once per process).
+pub fn ensure_font() -> Result<(), ReportError> {
+    static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
+    REGISTERED
+        .get_or_init(|| {
+            for name in [FONT, "sans-serif"] {
+                for style in [FontStyle::Normal, FontStyle::Bold] {
+                    plotters::style::register_font(name, style, FONT_BYTES)
+                        .map_err(|_| "the embedded font does not load".to_string())?;
+                }
+            }
+            Ok(())
+        })
+        .clone()
+        .map_err(|msg| ReportError::Plot {
+            chart: "(font)".into(),
+            msg,
+        })
+}
+
+/// Colours of series, in order (colour-blind friendly "Tableau 10").
+pub const PALETTE: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+pub fn color(i: usize) -> RGBColor {
+    PALETTE[i % PALETTE.len()]
+}
+
+/// A linear f64 axis with fixed tick positions (category centres, the nines ticks).
+/// Labels come from the chart's own label formatter.
+#[derive(Clone)]
+pub struct Ticked {
+    pub range: std::ops::Range<f64>,
+    pub ticks: Vec<f64>,
+}
+
+impl Ticked {
+    pub fn new(range: std::ops::Range<f64>, ticks: Vec<f64>) -> Self {
+        Ticked { range, ticks }
+    }
+
+    /// Categories 0..n, each centred on its index.
+    pub fn categories(n: usize) -> Self {
+        let n = n.max(1);
+        Ticked::new(-0.5..n as f64 - 0.5, (0..n).map(|i| i as f64).collect())
+    }
+}
+
+impl plotters::coord::ranged1d::Ranged for Ticked {
+    type FormatOption = plotters::coord::ranged1d::DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        let span = self.range.end - self.range.start;
+        let frac = if span > 0.0 {
+            (value - self.range.start) / span
+        } else {
+            0.0
+        };
+        limit.0 + (frac * (limit.1 - limit.0) as f64).round() as i32
+    }
+
+    fn key_points<Hint: plotters::coord::ranged1d::KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
+        if hint.weight().allow_light_points() {
+            Vec::new()
+        } else {
+            self.ticks.clone()
+        }
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.range.clone()
+    }
+}
+
+/// A label formatter for [`Ticked::categories`]: the name at each integer position.
+pub(crate) fn category_labels(names: Vec<String>) -> impl Fn(&f64) -> String {
+    move |x: &f64| {
+        let i = x.round();
+        if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < names.len() {
+            names[i as usize].clone()
+        } else {
+            String::new()
+        }
+    }
+}
+
+/// Turn any plotters error into the message of a [`ReportError::Plot`].
+pub(crate) fn pe<E: std::fmt::Display>(e: E) -> String {
+    e.to_string()
+}
+
+/// One chart: what it is called, which series it shows, and how it draws itself.
+pub trait Chart {
+    /// File stem under `plots/`, unique within a report.
+    fn id(&self) -> String;
+    /// Human title (also the chart's caption).
+    fn title(&self) -> String;
+    /// The legend labels of the series it draws.
+    fn series_labels(&self) -> Vec<String>;
+    /// Pixel size.
+    fn size(&self) -> (u32, u32) {
+        (960, 540)
+    }
+    /// Draw onto a blank area.
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<(), String>;
+}
+
+/// Every chart kind, so a report can hold a list of them.
+pub enum AnyChart {
+    Percentile(percentile::PercentileChart),
+    Matrix(matrix::MatrixChart),
+    Timeline(timeline::TimelineChart),
+    Split(split::SplitChart),
+    Errors(errors::ErrorsChart),
+    Fleet(fleet::FleetChart),
+}
+
+macro_rules! each {
+    ($self:ident, $c:ident => $e:expr) => {
+        match $self {
+            AnyChart::Percentile($c) => $e,
+            AnyChart::Matrix($c) => $e,
+            AnyChart::Timeline($c) => $e,
+            AnyChart::Split($c) => $e,
+            AnyChart::Errors($c) => $e,
+            AnyChart::Fleet($c) => $e,
+        }
+    };
+}
+
+impl AnyChart {
+    pub fn id(&self) -> String {
+        each!(self, c => c.id())
+    }
+    pub fn title(&self) -> String {
+        each!(self, c => c.title())
+    }
+    pub fn series_labels(&self) -> Vec<String> {
+        each!(self, c => c.series_labels())
+    }
+    fn render(&self, dir: &Path) -> Result<RenderedChart, ReportError> {
+        each!(self, c => render_chart(c, dir))
+    }
+}
+
+/// Where a chart belongs in the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// With the whole run (headline, errors).
+    Run,
+    /// In the section of the cell with this id.
+    Cell(String),
+}
+
+/// Charts to draw for a run, plus the ones that were not drawn and why.
+pub struct ChartSet {
+    pub charts: Vec<(Placement, AnyChart)>,
+    pub not_drawn: Vec<String>,
+}
+
+/// A chart as written to disk.
+#[derive(Debug, Clone)]
+pub struct RenderedChart {
+    pub id: String,
+    pub title: String,
+    pub placement: Placement,
+    pub series_labels: Vec<String>,
+    /// The SVG document (for inlining).
+    pub svg: String,
+    pub svg_path: PathBuf,
+    pub png_path: PathBuf,
+}
+
+/// Everything [`render_all`] produced.
+#[derive(Debug, Clone, Default)]
+pub struct Rendered {
+    pub charts: Vec<RenderedChart>,
+    pub not_drawn: Vec<String>,
+}
+
+/// Decide which charts a run gets.
+pub fn build_charts(run: &LoadedRun) -> ChartSet {
+    let mut set = ChartSet {
+        charts: Vec::new(),
+        not_drawn: Vec::new(),
+    };
+    match matrix::MatrixChart::from_run(run) {
+        Ok(c) => set.charts.push((Placement::Run, AnyChart::Matrix(c))),
+        Err(why) => set.not_drawn.push(why),
+    }
+    if let Some(c) = errors::ErrorsChart::from_run(run) {
+        set.charts.push((Placement::Run, AnyChart::Errors(c)));
+    }
+    for (i, cell) in run.cells.iter().enumerate() {
+        let place = Placement::Cell(cell.result.id.clone());
+        set.charts.push((
+            place.clone(),
+            AnyChart::Percentile(percentile::PercentileChart::from_cell(i, cell)),
+        ));
+        match timeline::TimelineChart::from_cell(i, cell) {
+            Ok(c) => set.charts.push((place.clone(), AnyChart::Timeline(c))),
+            Err(why) => set.not_drawn.push(why),
+        }
+        if let Some(c) = split::SplitChart::from_cell(i, cell, &run.run) {
+            set.charts.push((place, AnyChart::Split(c)));
+        }
+    }
+    set
+}
+
+/// Draw every chart of `set` into `dir` (created if needed) as SVG and PNG.
+pub fn render_all(set: &ChartSet, dir: &Path) -> Result<Rendered, ReportError> {
+    std::fs::create_dir_all(dir).map_err(|source| ReportError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut out = Rendered {
+        charts: Vec::with_capacity(set.charts.len()),
+        not_drawn: set.not_drawn.clone(),
+    };
+    for (place, chart) in &set.charts {
+        let mut r = chart.render(dir)?;
+        r.placement = place.clone();
+        out.charts.push(r);
+    }
+    Ok(out)
+}
+
+/// Draw one chart as `dir/<id>.svg` and `dir/<id>.png`, both written atomically.
+pub fn render_chart<C: Chart>(chart: &C, dir: &Path) -> Result<RenderedChart, ReportError> {
+    ensure_font()?;
+    let id = chart.id();
+    let size = chart.size();
+    let fail = |msg: String| ReportError::Plot {
+        chart: id.clone(),
+        msg,
+    };
+    let mut svg = String::new();
+    {
+        let area = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        area.fill(&WHITE).map_err(|e| fail(pe(e)))?;
+        chart.draw(&area).map_err(fail)?;
+        area.present().map_err(|e| fail(pe(e)))?;
+    }
+    let svg_path = dir.join(format!("{id}.svg"));
+    meshbench_schema::write_atomic(&svg_path, svg.as_bytes())?;
+
+    // The bitmap backend writes the file itself (format from the extension): draw into a
+    // temp file beside the target, then rename, so no reader sees half a PNG.
+    let png_path = dir.join(format!("{id}.png"));
+    let tmp = dir.join(format!(".{id}.{}.tmp.png", std::process::id()));
+    let drawn = (|| {
+        let area = BitMapBackend::new(&tmp, size).into_drawing_area();
+        area.fill(&WHITE).map_err(pe)?;
+        chart.draw(&area)?;
+        area.present().map_err(pe)
+    })();
+    if let Err(msg) = drawn {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(fail(msg));
+    }
+    std::fs::rename(&tmp, &png_path).map_err(|source| {
+        let _ = std::fs::remove_file(&tmp);
+        ReportError::Io {
+            path: png_path.clone(),
+            source,
+        }
+    })?;
+    Ok(RenderedChart {
+        id,
+        title: chart.title(),
+        placement: Placement::Run,
+        series_labels: chart.series_labels(),
+        svg,
+        svg_path,
+        png_path,
+    })
+}
+
+/// A short legend marker: a line segment in `style`.
+pub(crate) fn legend_line(style: ShapeStyle) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style)
+}
+
+/// A short legend marker: a filled box in `color`.
+pub(crate) fn legend_box(color: RGBColor) -> impl Fn((i32, i32)) -> Rectangle<(i32, i32)> {
+    move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
+}
+
+/// Upper end of a y axis showing values up to `max` (never an empty range).
+pub(crate) fn headroom(max: f64) -> f64 {
+    if max.is_finite() && max > 0.0 {
+        max * 1.12
+    } else {
+        1.0
+    }
+}

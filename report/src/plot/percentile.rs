@@ -1,0 +1,206 @@
+//! Chart 1: latency by percentile of one cell on the "nines" scale
+//! (x = -log10(1 - q): 0 %, 50 %, 90 %, 99 %, ... 99.999 %), corrected and uncorrected,
+//! as HdrHistogram's percentile plotter draws it.
+
+use hdrhistogram::Histogram;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use super::{color, headroom, legend_line, pe, Chart, Ticked, FONT};
+use crate::format::slug;
+use crate::load::LoadedCell;
+
+/// Rightmost point of the nines axis: 99.999 %.
+pub const MAX_NINES: f64 = 5.0;
+/// Tick positions: 0 %, 50 %, 90 %, 99 %, 99.9 %, 99.99 %, 99.999 %.
+pub const TICKS: [f64; 7] = [0.0, std::f64::consts::LOG10_2, 1.0, 2.0, 3.0, 4.0, 5.0];
+
+/// x position of quantile `q` on the nines scale, capped at 99.999 %.
+pub fn nines(q: f64) -> f64 {
+    if q >= 1.0 {
+        return MAX_NINES;
+    }
+    (-(1.0 - q).log10()).clamp(0.0, MAX_NINES)
+}
+
+/// Label of a nines-scale position ("99.9%").
+pub fn nines_label(x: f64) -> String {
+    let pct = (1.0 - 10f64.powf(-x)) * 100.0;
+    let s = format!("{pct:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    format!("{s}%")
+}
+
+/// Points (nines x, latency ms) of a histogram of µs values.
+pub fn points(h: &Histogram<u64>) -> Vec<(f64, f64)> {
+    let mut pts: Vec<(f64, f64)> = h
+        .iter_quantiles(5)
+        .map(|v| {
+            (
+                nines(v.quantile_iterated_to()),
+                v.value_iterated_to() as f64 / 1000.0,
+            )
+        })
+        .collect();
+    pts.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+    pts
+}
+
+pub struct PercentileChart {
+    pub index: usize,
+    pub cell_id: String,
+    pub corrected: Vec<(f64, f64)>,
+    pub uncorrected: Vec<(f64, f64)>,
+    /// True when the curve comes from run.json's summary percentiles (no interval log).
+    pub from_summary: bool,
+}
+
+impl PercentileChart {
+    pub fn from_cell(index: usize, cell: &LoadedCell) -> Self {
+        let summary = |p: &meshbench_schema::Percentiles| {
+            if p.count == 0 {
+                return Vec::new();
+            }
+            [
+                (0.0, p.min_us),
+                (0.5, p.p50_us),
+                (0.9, p.p90_us),
+                (0.99, p.p99_us),
+                (0.999, p.p999_us),
+                (0.9999, p.p9999_us),
+                (1.0, p.max_us),
+            ]
+            .iter()
+            .map(|&(q, v)| (nines(q), v / 1000.0))
+            .collect()
+        };
+        let lat = &cell.result.latency;
+        match (&cell.corrected, &cell.uncorrected) {
+            (Some(c), u) => PercentileChart {
+                index,
+                cell_id: cell.result.id.clone(),
+                corrected: points(c),
+                uncorrected: u.as_ref().map(points).unwrap_or_default(),
+                from_summary: false,
+            },
+            (None, _) => PercentileChart {
+                index,
+                cell_id: cell.result.id.clone(),
+                corrected: summary(&lat.corrected),
+                uncorrected: summary(&lat.uncorrected),
+                from_summary: true,
+            },
+        }
+    }
+}
+
+const CORRECTED: &str = "corrected (from intended send time)";
+const UNCORRECTED: &str = "uncorrected (service time)";
+
+impl Chart for PercentileChart {
+    fn id(&self) -> String {
+        format!("percentiles-{:02}-{}", self.index + 1, slug(&self.cell_id))
+    }
+
+    fn title(&self) -> String {
+        let src = if self.from_summary {
+            " (summary points)"
+        } else {
+            ""
+        };
+        format!("Latency by percentile — {}{src}", self.cell_id)
+    }
+
+    fn series_labels(&self) -> Vec<String> {
+        let mut v = vec![CORRECTED.to_string()];
+        if !self.uncorrected.is_empty() {
+            v.push(UNCORRECTED.to_string());
+        }
+        v
+    }
+
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        let max = self
+            .corrected
+            .iter()
+            .chain(&self.uncorrected)
+            .map(|p| p.1)
+            .fold(0.0, f64::max);
+        let mut chart = ChartBuilder::on(area)
+            .caption(self.title(), (FONT, 22))
+            .margin(16)
+            .margin_right(48)
+            .x_label_area_size(48)
+            .y_label_area_size(72)
+            .build_cartesian_2d(
+                Ticked::new(0.0..MAX_NINES, TICKS.to_vec()),
+                0f64..headroom(max),
+            )
+            .map_err(pe)?;
+        chart
+            .configure_mesh()
+            .x_label_formatter(&|x| nines_label(*x))
+            .x_desc("percentile")
+            .y_desc("latency (ms)")
+            .label_style((FONT, 14))
+            .axis_desc_style((FONT, 16))
+            .draw()
+            .map_err(pe)?;
+        let c = color(0);
+        chart
+            .draw_series(LineSeries::new(
+                self.corrected.iter().copied(),
+                c.stroke_width(3),
+            ))
+            .map_err(pe)?
+            .label(CORRECTED)
+            .legend(legend_line(c.stroke_width(3)));
+        if !self.uncorrected.is_empty() {
+            let u = color(1);
+            chart
+                .draw_series(LineSeries::new(
+                    self.uncorrected.iter().copied(),
+                    u.stroke_width(2),
+                ))
+                .map_err(pe)?
+                .label(UNCORRECTED)
+                .legend(legend_line(u.stroke_width(2)));
+        }
+        chart
+            .configure_series_labels()
+            .label_font((FONT, 14))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()
+            .map_err(pe)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nines_scale_positions() {
+        assert_eq!(nines(0.0), 0.0);
+        assert!((nines(0.99) - 2.0).abs() < 1e-9);
+        assert!((nines(0.999) - 3.0).abs() < 1e-9);
+        assert_eq!(nines(1.0), MAX_NINES);
+        assert_eq!(nines_label(3.0), "99.9%");
+        assert_eq!(nines_label(TICKS[1]), "50%");
+        assert_eq!(nines_label(0.0), "0%");
+    }
+
+    #[test]
+    fn curve_follows_the_histogram() {
+        let mut h = Histogram::<u64>::new(3).unwrap();
+        for v in 1..=10_000u64 {
+            h.record(v * 10).unwrap();
+        }
+        let pts = points(&h);
+        assert!(pts.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1));
+        let last = pts.last().unwrap();
+        assert!((last.1 - h.max() as f64 / 1000.0).abs() < 1e-9);
+    }
+}

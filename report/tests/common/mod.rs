@@ -1,0 +1,346 @@
+//! Test inputs built from scratch: RunResult values plus per-cell interval logs written
+//! with hdrhistogram's interval-log writer and V2 deflate serializer, exactly as the
+//! contract describes (1-second intervals, tags "corrected"/"uncorrected", µs).
+//! Shared by the integration tests and by `examples/gen_run.rs` (bench/report.sh).
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, UNIX_EPOCH};
+
+use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
+use hdrhistogram::serialization::V2DeflateSerializer;
+use hdrhistogram::Histogram;
+use meshbench_schema::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+#[derive(Clone, Debug)]
+pub struct CellSpec {
+    pub id: String,
+    pub cpu_millis: Option<u64>,
+    pub log: String,
+    pub seconds: usize,
+    pub rate: u64,
+    /// Median service time, µs.
+    pub median_us: f64,
+    /// Multiplies every latency (a regression of 30 % is 1.3).
+    pub scale: f64,
+    pub seed: u64,
+    pub errors: ErrorCounts,
+    /// (subset, weight); the observed split follows the weights.
+    pub subsets: Vec<(String, f64)>,
+    pub split_passed: bool,
+    pub throttled: bool,
+    pub cpu_applied: bool,
+}
+
+impl CellSpec {
+    pub fn new(id: &str, cpu_millis: Option<u64>, log: &str) -> Self {
+        CellSpec {
+            id: id.to_string(),
+            cpu_millis,
+            log: log.to_string(),
+            seconds: 30,
+            rate: 200,
+            median_us: 2000.0,
+            scale: 1.0,
+            seed: 1,
+            errors: ErrorCounts::default(),
+            subsets: vec![],
+            split_passed: true,
+            throttled: false,
+            cpu_applied: true,
+        }
+    }
+}
+
+fn new_hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()
+}
+
+/// A log-normal sample around `median` (Box-Muller on two uniforms).
+fn sample(rng: &mut StdRng, median: f64, sigma: f64) -> f64 {
+    let u1: f64 = rng.random::<f64>().max(1e-12);
+    let u2: f64 = rng.random();
+    let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+    median * (sigma * z).exp()
+}
+
+pub fn percentiles(h: &Histogram<u64>) -> Percentiles {
+    if h.is_empty() {
+        return Percentiles::default();
+    }
+    let q = |q: f64| h.value_at_quantile(q) as f64;
+    Percentiles {
+        count: h.len(),
+        min_us: h.min() as f64,
+        mean_us: h.mean(),
+        stdev_us: h.stdev(),
+        p50_us: q(0.5),
+        p90_us: q(0.9),
+        p99_us: q(0.99),
+        p999_us: q(0.999),
+        p9999_us: q(0.9999),
+        max_us: h.max() as f64,
+    }
+}
+
+/// Per-second histograms (corrected, uncorrected) of one cell.
+pub fn cell_seconds(spec: &CellSpec) -> Vec<(Histogram<u64>, Histogram<u64>)> {
+    let mut rng = StdRng::seed_from_u64(spec.seed);
+    let mut out = Vec::with_capacity(spec.seconds);
+    for _ in 0..spec.seconds {
+        let mut c = new_hist();
+        let mut u = new_hist();
+        for _ in 0..spec.rate {
+            let service = sample(&mut rng, spec.median_us, 0.45) * spec.scale;
+            // now and then a request waits behind a stall: the corrected time grows
+            let queued = if rng.random::<f64>() < 0.02 {
+                sample(&mut rng, spec.median_us * 2.0, 0.5) * spec.scale
+            } else {
+                0.0
+            };
+            let s = service.max(1.0) as u64;
+            u.record(s).unwrap();
+            c.record(s + queued as u64).unwrap();
+        }
+        out.push((c, u));
+    }
+    out
+}
+
+/// Write an interval log of (corrected, uncorrected) per-second histograms.
+pub fn write_hlog(path: &Path, seconds: &[(Histogram<u64>, Histogram<u64>)], base_s: u64) {
+    let mut buf = Vec::new();
+    {
+        let mut ser = V2DeflateSerializer::new();
+        let mut w = IntervalLogWriterBuilder::new()
+            .add_comment("meshbench test fixture")
+            .with_base_time(UNIX_EPOCH + Duration::from_secs(base_s))
+            .with_start_time(UNIX_EPOCH + Duration::from_secs(base_s))
+            .begin_log_with(&mut buf, &mut ser)
+            .unwrap();
+        for (i, (c, u)) in seconds.iter().enumerate() {
+            let start = Duration::from_secs(i as u64);
+            w.write_histogram(
+                c,
+                start,
+                Duration::from_secs(1),
+                Tag::new(HLOG_TAG_CORRECTED),
+            )
+            .unwrap();
+            w.write_histogram(
+                u,
+                start,
+                Duration::from_secs(1),
+                Tag::new(HLOG_TAG_UNCORRECTED),
+            )
+            .unwrap();
+        }
+    }
+    std::fs::write(path, buf).unwrap();
+}
+
+pub fn cell(dir: &Path, index: usize, spec: &CellSpec) -> CellResult {
+    let seconds = cell_seconds(spec);
+    let hlog = format!("cell-{index}.hlog");
+    write_hlog(&dir.join(&hlog), &seconds, 1_790_000_000);
+    let mut c = new_hist();
+    let mut u = new_hist();
+    for (a, b) in &seconds {
+        c.add(a).unwrap();
+        u.add(b).unwrap();
+    }
+    let ok = c.len();
+    let errors = spec.errors;
+    let requests = ok + errors.total();
+    let total_w: f64 = spec.subsets.iter().map(|s| s.1).sum();
+    let mut assigned = 0;
+    let subsets: Vec<SubsetResult> = spec
+        .subsets
+        .iter()
+        .enumerate()
+        .map(|(i, (name, w))| {
+            let share = w / total_w;
+            // a failing split is off by a third
+            let observed = if spec.split_passed {
+                share
+            } else if i == 0 {
+                share * 1.33
+            } else {
+                share * 0.67
+            };
+            let count = if i + 1 == spec.subsets.len() {
+                ok - assigned
+            } else {
+                (ok as f64 * observed) as u64
+            };
+            assigned += count;
+            SubsetResult {
+                name: name.clone(),
+                count,
+                share: count as f64 / ok as f64,
+                expected_share: Some(share),
+                latency: Latency {
+                    corrected: percentiles(&c),
+                    uncorrected: percentiles(&u),
+                },
+            }
+        })
+        .collect();
+    let mut checks = Vec::new();
+    if !subsets.is_empty() {
+        checks.push(CheckResult {
+            name: "canary_split".into(),
+            status: if spec.split_passed {
+                CheckStatus::Passed
+            } else {
+                CheckStatus::Failed
+            },
+            summary: format!(
+                "observed {} against weights {}",
+                subsets
+                    .iter()
+                    .map(|s| format!("{}={:.3}", s.name, s.share))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                spec.subsets
+                    .iter()
+                    .map(|s| format!("{}={}", s.0, s.1))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+            details: serde_json::json!({"p_value": if spec.split_passed {0.4} else {1e-9}}),
+        });
+    }
+    let mut status = BTreeMap::new();
+    status.insert("2xx".to_string(), ok);
+    CellResult {
+        id: spec.id.clone(),
+        settings: CellSettings {
+            sidecar_cpu: spec.cpu_millis.map(|m| format!("{m}m")),
+            sidecar_cpu_millis: spec.cpu_millis,
+            cpu_limit_applied: spec.cpu_millis.is_some() && spec.cpu_applied,
+            cpu_limit_note: if spec.cpu_applied {
+                None
+            } else {
+                Some("--no-cpu-limits".into())
+            },
+            sidecar_memory_bytes: None,
+            access_log: Some(spec.log.clone()),
+            rate: Some(spec.rate as f64),
+            connections: 8,
+        },
+        mode: LoadMode::Open,
+        protocol: "http1".into(),
+        duration_s: spec.seconds as f64,
+        requests,
+        ok,
+        achieved_rate: requests as f64 / spec.seconds as f64,
+        errors,
+        status_classes: status,
+        latency: Latency {
+            corrected: percentiles(&c),
+            uncorrected: percentiles(&u),
+        },
+        subsets,
+        hlog: Some(hlog),
+        sidecar: Some(SidecarStats {
+            cpu_stat: Some(CpuStat {
+                usage_usec: 1_000_000,
+                nr_periods: 300,
+                nr_throttled: if spec.throttled { 40 } else { 0 },
+                throttled_usec: if spec.throttled { 400_000 } else { 0 },
+            }),
+            memory_peak_bytes: Some(40 << 20),
+            access_log_lines: Some(ok),
+            throttled_usec_per_second: if spec.throttled {
+                (0..spec.seconds as u64)
+                    .map(|i| 5_000 + (i * 7919) % 20_000)
+                    .collect()
+            } else {
+                vec![]
+            },
+        }),
+        checks,
+        interrupted: false,
+    }
+}
+
+/// Write a whole run (run.json + one .hlog per cell) into `dir`.
+pub fn write_run(dir: &Path, scenario: &str, specs: &[CellSpec]) -> RunResult {
+    std::fs::create_dir_all(dir).unwrap();
+    let cells: Vec<CellResult> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| cell(dir, i, s))
+        .collect();
+    let run = RunResult {
+        schema_version: RUN_SCHEMA_VERSION,
+        tool: ToolInfo::new("loadgen", "0.1.0"),
+        scenario: scenario.into(),
+        scenario_file: Some(format!("scenarios/{scenario}.toml")),
+        started_at: "2026-11-27T21:00:00Z".into(),
+        finished_at: Some("2026-11-27T21:05:00Z".into()),
+        interrupted: false,
+        plan: serde_json::json!({"rate": 200}),
+        host: HostFacts {
+            hostname: "bench-1".into(),
+            kernel: "6.1.0".into(),
+            cpus: 2,
+            cpu_model: "test".into(),
+            cgroup_version: Some("v1".into()),
+        },
+        slo: vec![],
+        warnings: vec![],
+        cells,
+        checks: vec![CheckResult {
+            name: "strict_mtls".into(),
+            status: CheckStatus::Passed,
+            summary: "plaintext connection refused by the sidecar".into(),
+            details: serde_json::Value::Null,
+        }],
+    };
+    write_json_atomic(&dir.join(RUN_FILE), &run).unwrap();
+    run
+}
+
+/// The canonical matrix: CPU limits x access-log modes, with subsets, throttling on the
+/// tightest limit, and errors in one cell. `cpus` x `logs` cells.
+pub fn matrix(cpus: &[Option<u64>], logs: &[&str]) -> Vec<CellSpec> {
+    let mut v = Vec::new();
+    for (i, &cpu) in cpus.iter().enumerate() {
+        for (j, log) in logs.iter().enumerate() {
+            let id = format!(
+                "cpu={},log={log}",
+                cpu.map(|m| format!("{m}m"))
+                    .unwrap_or_else(|| "none".into())
+            );
+            let mut s = CellSpec::new(&id, cpu, log);
+            s.seed = (i * 10 + j) as u64 + 1;
+            // tighter limits and synchronous logs cost latency
+            let cpu_factor = match cpu {
+                Some(m) => 1.0 + 200.0 / m as f64,
+                None => 1.0,
+            };
+            let log_factor = match *log {
+                "sync" => 1.6,
+                "buffered" => 1.15,
+                _ => 1.0,
+            };
+            s.median_us = 1500.0 * cpu_factor * log_factor;
+            s.subsets = vec![("v1".into(), 90.0), ("v2".into(), 10.0)];
+            s.throttled = cpu.is_some_and(|m| m <= 200);
+            if i == 0 && j + 1 == logs.len() {
+                s.errors = ErrorCounts {
+                    request_timeout: 12,
+                    http_5xx: 5,
+                    ..Default::default()
+                };
+            }
+            v.push(s);
+        }
+    }
+    v
+}
