@@ -1,0 +1,591 @@
+//! Disk I/O on `--path`, in temporary files that are always removed (see `cleanup`).
+//!
+//! - etcd-style: 2300-byte appending writes, each followed by `fdatasync`, queue depth 1;
+//!   the `fdatasync` latency is recorded (what fio reports as `sync` latency and etcd as
+//!   `wal_fsync_duration_seconds`). Bounded by `io.fsync_max_writes` (fio's etcd job:
+//!   22 MiB / 2300 B = 10029) and 2 x `io.phase_seconds`.
+//! - sequential write: 1 MiB `O_DIRECT` writes up to `io.size_mib`, then `fdatasync`,
+//!   bounded by `io.phase_seconds`; this also lays the file out for the random tests.
+//! - 4 KiB random read, then random write, `O_DIRECT`, queue depth `io.queue_depth`
+//!   (32): that many threads each doing blocking `pread`/`pwrite` on the shared file
+//!   descriptor, for `io.phase_seconds`. Latency per thread in an HDR histogram (ns),
+//!   merged with `add`.
+//!
+//! Refuses to run when free space is below twice `io.size_mib`. O_DIRECT needs aligned
+//! buffers: a Vec with 4 KiB of slack and its aligned sub-slice (no `unsafe`).
+
+use hdrhistogram::Histogram;
+use meshbench_schema::{Finding, Verdict};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use super::{above, below, finding, fmt_num, num, skip, with_reason, Check, Ctx};
+use crate::cleanup::TempFile;
+use crate::profile::{Io, Thresholds};
+
+pub struct DiskIo;
+
+pub const FSYNC_ID: &str = "disk.fsync";
+pub const RANDREAD_ID: &str = "disk.randread";
+pub const RANDWRITE_ID: &str = "disk.randwrite";
+pub const SEQWRITE_ID: &str = "disk.seqwrite";
+const ALIGN: usize = 4096;
+const BLOCK: usize = 4096;
+const SEQ_BLOCK: usize = 1 << 20;
+/// The etcd WAL entry size used by fio's etcd job.
+pub const ETCD_WRITE: usize = 2300;
+
+/// A buffer whose usable part is aligned for O_DIRECT.
+struct Aligned {
+    buf: Vec<u8>,
+    off: usize,
+    len: usize,
+}
+
+impl Aligned {
+    fn new(len: usize, fill: u8) -> Aligned {
+        let buf = vec![fill; len + ALIGN];
+        let off = buf.as_ptr().align_offset(ALIGN);
+        Aligned { buf, off, len }
+    }
+    fn get(&self) -> &[u8] {
+        &self.buf[self.off..self.off + self.len]
+    }
+    fn get_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.off..self.off + self.len]
+    }
+}
+
+fn new_hist() -> Histogram<u64> {
+    // 1 ns .. 60 s, 3 significant digits.
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("static histogram bounds are valid")
+}
+
+fn ns(d: Duration) -> u64 {
+    (d.as_nanos() as u64).max(1)
+}
+
+/// xorshift64*: enough randomness to pick offsets, no dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// The etcd-style test's result.
+#[derive(Debug)]
+pub struct FsyncResult {
+    pub hist: Histogram<u64>,
+    pub elapsed: Duration,
+}
+
+/// Sequential write result.
+#[derive(Debug, Clone, Copy)]
+pub struct SeqResult {
+    pub bytes: u64,
+    pub elapsed: Duration,
+    pub direct: bool,
+}
+
+/// Random I/O result.
+#[derive(Debug)]
+pub struct RandResult {
+    pub hist: Histogram<u64>,
+    pub ops: u64,
+    pub elapsed: Duration,
+}
+
+impl RandResult {
+    pub fn iops(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Everything the I/O test measured; a phase that could not run holds its error.
+#[derive(Debug)]
+pub struct IoResults {
+    pub fsync: Result<FsyncResult, String>,
+    pub seq: Result<SeqResult, String>,
+    pub randread: Result<RandResult, String>,
+    pub randwrite: Result<RandResult, String>,
+}
+
+fn err(path: &Path, what: &str, e: std::io::Error) -> String {
+    format!("{}: {what}: {e}", path.display())
+}
+
+/// etcd-style: 2300-byte writes, each followed by fdatasync.
+pub fn fsync_test(dir: &Path, max_writes: u64, limit: Duration) -> Result<FsyncResult, String> {
+    let t = TempFile::create(dir, "wal", 0).map_err(|e| err(dir, "create", e))?;
+    let data = vec![0x5au8; ETCD_WRITE];
+    let mut hist = new_hist();
+    let start = Instant::now();
+    let mut off = 0u64;
+    for _ in 0..max_writes {
+        t.file
+            .write_all_at(&data, off)
+            .map_err(|e| err(t.path(), "write", e))?;
+        off += ETCD_WRITE as u64;
+        let s = Instant::now();
+        t.file
+            .sync_data()
+            .map_err(|e| err(t.path(), "fdatasync", e))?;
+        hist.saturating_record(ns(s.elapsed()));
+        if start.elapsed() >= limit {
+            break;
+        }
+    }
+    Ok(FsyncResult {
+        hist,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// Sequential O_DIRECT write of up to `size` bytes (falls back to buffered writes when the
+/// filesystem refuses O_DIRECT), then fdatasync. Returns the open file for the random tests.
+pub fn seq_test(dir: &Path, size: u64, limit: Duration) -> Result<(TempFile, SeqResult), String> {
+    let (t, direct) = match TempFile::create(dir, "data", libc::O_DIRECT) {
+        Ok(t) => (t, true),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (
+            TempFile::create(dir, "data", 0).map_err(|e| err(dir, "create", e))?,
+            false,
+        ),
+        Err(e) => return Err(err(dir, "create with O_DIRECT", e)),
+    };
+    let buf = Aligned::new(SEQ_BLOCK, 0xa5);
+    let start = Instant::now();
+    let mut off = 0u64;
+    while off + SEQ_BLOCK as u64 <= size {
+        match t.file.write_all_at(buf.get(), off) {
+            Ok(()) => {}
+            Err(e) if off == 0 && e.raw_os_error() == Some(libc::EINVAL) => {
+                return Err(err(t.path(), "O_DIRECT write refused", e));
+            }
+            Err(e) => return Err(err(t.path(), "write", e)),
+        }
+        off += SEQ_BLOCK as u64;
+        if start.elapsed() >= limit {
+            break;
+        }
+    }
+    t.file
+        .sync_data()
+        .map_err(|e| err(t.path(), "fdatasync", e))?;
+    let r = SeqResult {
+        bytes: off,
+        elapsed: start.elapsed(),
+        direct,
+    };
+    Ok((t, r))
+}
+
+/// 4 KiB random reads or writes at queue depth `qd` over the first `bytes` of the file.
+pub fn rand_test(
+    t: &TempFile,
+    bytes: u64,
+    qd: u32,
+    write: bool,
+    limit: Duration,
+) -> Result<RandResult, String> {
+    let blocks = bytes / BLOCK as u64;
+    if blocks == 0 {
+        return Err(format!(
+            "{}: nothing was written to read back",
+            t.path().display()
+        ));
+    }
+    let barrier = Barrier::new(qd as usize);
+    let results: Vec<ThreadResult> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..qd)
+            .map(|i| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((i as u64 + 1) << 32) ^ bytes);
+                    let mut buf = Aligned::new(BLOCK, i as u8);
+                    let mut hist = new_hist();
+                    let mut ops = 0u64;
+                    barrier.wait();
+                    let start = Instant::now();
+                    while start.elapsed() < limit {
+                        let off = (rng.next() % blocks) * BLOCK as u64;
+                        let s0 = Instant::now();
+                        let r = if write {
+                            t.file.write_all_at(buf.get(), off)
+                        } else {
+                            t.file.read_exact_at(buf.get_mut(), off)
+                        };
+                        r.map_err(|e| err(t.path(), if write { "pwrite" } else { "pread" }, e))?;
+                        hist.saturating_record(ns(s0.elapsed()));
+                        ops += 1;
+                    }
+                    Ok((hist, ops, start.elapsed()))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("an I/O thread panicked".into()))
+            })
+            .collect()
+    });
+    let mut hist = new_hist();
+    let mut ops = 0;
+    let mut elapsed = Duration::ZERO;
+    for r in results {
+        let (h, o, e) = r?;
+        hist.add(&h)
+            .map_err(|e| format!("merging histograms: {e:?}"))?;
+        ops += o;
+        elapsed = elapsed.max(e);
+    }
+    Ok(RandResult { hist, ops, elapsed })
+}
+
+/// One I/O thread's histogram, operations and elapsed time.
+type ThreadResult = Result<(Histogram<u64>, u64, Duration), String>;
+
+/// Free space check: `Err` with the figures when below twice the test size.
+pub fn check_space(dir: &Path, size: u64) -> Result<u64, String> {
+    let st =
+        nix::sys::statvfs::statvfs(dir).map_err(|e| format!("{}: statvfs: {e}", dir.display()))?;
+    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+    if free < 2 * size {
+        return Err(format!(
+            "refused: {} has {} MiB free, less than twice the test size ({} MiB)",
+            dir.display(),
+            free >> 20,
+            size >> 20
+        ));
+    }
+    Ok(free)
+}
+
+/// Run every phase. Temporary files are removed when this returns (or on a signal).
+pub fn run_io(dir: &Path, cfg: &Io) -> Result<IoResults, String> {
+    let size = cfg.size_mib << 20;
+    check_space(dir, size)?;
+    let phase = Duration::from_secs_f64(cfg.phase_seconds);
+    let fsync = fsync_test(dir, cfg.fsync_max_writes, phase * 2);
+    let (seq, randread, randwrite) = match seq_test(dir, size, phase) {
+        Ok((t, s)) => {
+            let rr = rand_test(&t, s.bytes, cfg.queue_depth, false, phase);
+            let rw = rand_test(&t, s.bytes, cfg.queue_depth, true, phase);
+            drop(t);
+            (Ok(s), rr, rw)
+        }
+        Err(e) => (Err(e.clone()), Err(e.clone()), Err(e)),
+    };
+    Ok(IoResults {
+        fsync,
+        seq,
+        randread,
+        randwrite,
+    })
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+fn us(ns: u64) -> f64 {
+    ns as f64 / 1e3
+}
+
+fn th_fsync(t: &Thresholds) -> String {
+    format!(
+        "p99 warn > {} ms, fail > {} ms",
+        t.fsync.warn_p99_ms, t.fsync.fail_p99_ms
+    )
+}
+fn th_iops(t: &crate::profile::Iops) -> String {
+    format!("warn < {} IOPS, fail < {} IOPS", t.warn_below, t.fail_below)
+}
+fn th_seq(t: &Thresholds) -> String {
+    format!(
+        "warn < {} MB/s, fail < {} MB/s",
+        t.seqwrite.warn_below_mbs, t.seqwrite.fail_below_mbs
+    )
+}
+
+/// Findings for measured results.
+pub fn judge(r: &IoResults, t: &Thresholds, cfg: &Io) -> Vec<Finding> {
+    let mut out = vec![];
+    out.push(match &r.fsync {
+        Ok(f) => {
+            let h = &f.hist;
+            let (p50, p99, max) = (
+                ms(h.value_at_quantile(0.5)),
+                ms(h.value_at_quantile(0.99)),
+                ms(h.max()),
+            );
+            with_reason(
+                finding(
+                    FSYNC_ID,
+                    "etcd-style fdatasync",
+                    above(p99, t.fsync.warn_p99_ms, t.fsync.fail_p99_ms),
+                    format!("p99 {} ms (p50 {}, max {})", fmt_num(p99), fmt_num(p50), fmt_num(max)),
+                    th_fsync(t),
+                    "etcd and access logs need fast flushes: use local NVMe/SSD or a provisioned-IOPS volume",
+                    vec![
+                        num("fdatasync_p50_ms", p50, "ms"),
+                        num("fdatasync_p99_ms", p99, "ms"),
+                        num("fdatasync_max_ms", max, "ms"),
+                        num("fdatasync_count", h.len() as f64, ""),
+                    ],
+                ),
+                format!(
+                    "{} writes of {ETCD_WRITE} B + fdatasync in {:.1} s, queue depth 1",
+                    h.len(),
+                    f.elapsed.as_secs_f64()
+                ),
+            )
+        }
+        Err(e) => skip(FSYNC_ID, "etcd-style fdatasync", th_fsync(t), e.clone()),
+    });
+    let rand = |id: &str,
+                title: &str,
+                rr: &Result<RandResult, String>,
+                th: &crate::profile::Iops| match rr {
+        Ok(x) => {
+            let iops = x.iops();
+            let h = &x.hist;
+            let (p50, p99, max) = (
+                us(h.value_at_quantile(0.5)),
+                us(h.value_at_quantile(0.99)),
+                us(h.max()),
+            );
+            let prefix = id.trim_start_matches("disk.");
+            with_reason(
+                finding(
+                    id,
+                    title,
+                    below(iops, th.warn_below, th.fail_below),
+                    format!(
+                        "{} IOPS (p50 {} µs, p99 {} µs)",
+                        fmt_num(iops),
+                        fmt_num(p50),
+                        fmt_num(p99)
+                    ),
+                    th_iops(th),
+                    "slow random I/O: use local NVMe/SSD or raise the volume's provisioned IOPS",
+                    vec![
+                        num(&format!("{prefix}_iops"), iops, "IOPS"),
+                        num(&format!("{prefix}_p50_us"), p50, "us"),
+                        num(&format!("{prefix}_p99_us"), p99, "us"),
+                        num(&format!("{prefix}_max_us"), max, "us"),
+                    ],
+                ),
+                format!(
+                    "4 KiB O_DIRECT, queue depth {} ({} threads, pread/pwrite), {} ops in {:.1} s",
+                    cfg.queue_depth,
+                    cfg.queue_depth,
+                    x.ops,
+                    x.elapsed.as_secs_f64()
+                ),
+            )
+        }
+        Err(e) => skip(id, title, th_iops(th), e.clone()),
+    };
+    out.push(rand(
+        RANDREAD_ID,
+        "4k random read",
+        &r.randread,
+        &t.randread,
+    ));
+    out.push(rand(
+        RANDWRITE_ID,
+        "4k random write",
+        &r.randwrite,
+        &t.randwrite,
+    ));
+    out.push(match &r.seq {
+        Ok(s) => {
+            let mbs = s.bytes as f64 / 1e6 / s.elapsed.as_secs_f64().max(1e-9);
+            with_reason(
+                finding(
+                    SEQWRITE_ID,
+                    "Sequential write",
+                    below(mbs, t.seqwrite.warn_below_mbs, t.seqwrite.fail_below_mbs),
+                    format!("{} MB/s", fmt_num(mbs)),
+                    th_seq(t),
+                    "slow sequential writes: check the volume type and its throughput cap",
+                    vec![num("seqwrite_mbs", mbs, "MB/s")],
+                ),
+                format!(
+                    "{} MiB in 1 MiB {} writes + fdatasync in {:.2} s",
+                    s.bytes >> 20,
+                    if s.direct {
+                        "O_DIRECT"
+                    } else {
+                        "buffered (O_DIRECT refused)"
+                    },
+                    s.elapsed.as_secs_f64()
+                ),
+            )
+        }
+        Err(e) => skip(SEQWRITE_ID, "Sequential write", th_seq(t), e.clone()),
+    });
+    out
+}
+
+fn skip_all(t: &Thresholds, reason: &str) -> Vec<Finding> {
+    vec![
+        skip(FSYNC_ID, "etcd-style fdatasync", th_fsync(t), reason),
+        skip(RANDREAD_ID, "4k random read", th_iops(&t.randread), reason),
+        skip(
+            RANDWRITE_ID,
+            "4k random write",
+            th_iops(&t.randwrite),
+            reason,
+        ),
+        skip(SEQWRITE_ID, "Sequential write", th_seq(t), reason),
+    ]
+}
+
+impl Check for DiskIo {
+    fn id(&self) -> &'static str {
+        "disk.io"
+    }
+    fn title(&self) -> &'static str {
+        "Disk I/O"
+    }
+    fn thresholds(&self, t: &Thresholds) -> String {
+        format!(
+            "fdatasync {}; randread {}; randwrite {}; seqwrite {}; test file {} MiB, {} s per phase",
+            th_fsync(t),
+            th_iops(&t.randread),
+            th_iops(&t.randwrite),
+            th_seq(t),
+            t.io.size_mib,
+            t.io.phase_seconds
+        )
+    }
+    fn finding_ids(&self) -> Vec<&'static str> {
+        vec![FSYNC_ID, RANDREAD_ID, RANDWRITE_ID, SEQWRITE_ID]
+    }
+    fn live_only(&self) -> bool {
+        true
+    }
+    fn run(&self, ctx: &Ctx) -> Vec<Finding> {
+        let t = ctx.t();
+        if !ctx.io {
+            return skip_all(
+                t,
+                if ctx.quick {
+                    "not run with --quick"
+                } else {
+                    "not run with --no-io"
+                },
+            );
+        }
+        if !ctx.host.is_live() {
+            return skip_all(t, "live-only measurement: the root is not /");
+        }
+        match run_io(Path::new(&ctx.path), &t.io) {
+            Ok(r) => judge(&r, t, &t.io),
+            Err(e) => skip_all(t, &e),
+        }
+    }
+}
+
+/// Verdict of an fdatasync p99 alone (for tests and the fleet).
+pub fn fsync_verdict(p99_ms: f64, t: &Thresholds) -> Verdict {
+    above(p99_ms, t.fsync.warn_p99_ms, t.fsync.fail_p99_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hist_ms(values: &[f64]) -> Histogram<u64> {
+        let mut h = new_hist();
+        for v in values {
+            h.record((v * 1e6) as u64).unwrap();
+        }
+        h
+    }
+
+    fn results(fsync_ms: &[f64], iops_ops: u64) -> IoResults {
+        IoResults {
+            fsync: Ok(FsyncResult {
+                hist: hist_ms(fsync_ms),
+                elapsed: Duration::from_secs(1),
+            }),
+            seq: Ok(SeqResult {
+                bytes: 200 << 20,
+                elapsed: Duration::from_secs(1),
+                direct: true,
+            }),
+            randread: Ok(RandResult {
+                hist: hist_ms(&[0.1, 0.2]),
+                ops: iops_ops,
+                elapsed: Duration::from_secs(1),
+            }),
+            randwrite: Err("x: pwrite: Input/output error".into()),
+        }
+    }
+
+    #[test]
+    fn recorded_latencies_give_each_verdict() {
+        let t = Thresholds::default();
+        let cfg = Io::default();
+        let mut fast = vec![1.0; 99];
+        fast.push(50.0);
+        let f = judge(&results(&fast, 10_000), &t, &cfg);
+        assert_eq!(f[0].check, FSYNC_ID);
+        assert_eq!(f[0].verdict, Verdict::Pass, "{:?}", f[0]);
+        let f = judge(&results(&[15.0; 100], 1000), &t, &cfg);
+        assert_eq!(f[0].verdict, Verdict::Warn);
+        assert_eq!(f[1].verdict, Verdict::Warn, "{:?}", f[1]);
+        let f = judge(&results(&[25.0; 100], 100), &t, &cfg);
+        assert_eq!(f[0].verdict, Verdict::Fail);
+        assert_eq!(f[1].verdict, Verdict::Fail);
+        assert_eq!(f[2].verdict, Verdict::Skip);
+        assert!(f[2].reason.as_ref().unwrap().contains("pwrite"));
+        assert_eq!(f[3].verdict, Verdict::Pass);
+        assert_eq!(fsync_verdict(10.5, &t), Verdict::Warn);
+    }
+
+    #[test]
+    fn aligned_buffers_are_aligned() {
+        for len in [BLOCK, SEQ_BLOCK] {
+            let mut a = Aligned::new(len, 1);
+            assert_eq!(a.get().as_ptr() as usize % ALIGN, 0);
+            assert_eq!(a.get_mut().len(), len);
+        }
+    }
+
+    #[test]
+    fn tiny_real_run_measures_and_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Io {
+            size_mib: 4,
+            fsync_max_writes: 20,
+            phase_seconds: 0.1,
+            queue_depth: 4,
+        };
+        let r = run_io(dir.path(), &cfg).unwrap();
+        let f = r.fsync.as_ref().unwrap();
+        assert!(!f.hist.is_empty() && f.hist.len() <= 20);
+        let s = r.seq.as_ref().unwrap();
+        assert!(s.bytes >= 1 << 20 && s.bytes <= 4 << 20);
+        assert!(r.randread.as_ref().unwrap().ops > 0);
+        assert!(r.randwrite.as_ref().unwrap().ops > 0);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn refuses_when_free_space_is_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = check_space(dir.path(), u64::MAX / 4).unwrap_err();
+        assert!(e.starts_with("refused: "), "{e}");
+        assert!(check_space(dir.path(), 1 << 20).is_ok());
+    }
+}

@@ -1,0 +1,261 @@
+//! Paravirtual drivers: the NIC carrying the default route and the disk backing `--path`.
+//!
+//! The NIC is the interface of the IPv4 default route in /proc/net/route; its drivers are the
+//! `driver` links from `/sys/class/net/IF` (canonical) up to /sys/devices. A virtual
+//! interface (bridge, bond, vlan) is followed to its first lower device (`lower_*`,
+//! `brif/*`). On a VM an emulated device fails; on bare metal any physical driver passes.
+
+use meshbench_schema::{Finding, Verdict};
+use procfs_core::net::RouteEntries;
+
+use super::disk::{driver_chain, resolve};
+use super::{finding, skip, text, with_reason, Check, Ctx};
+use crate::host::Host;
+use crate::profile::Thresholds;
+
+pub struct VirtioNet;
+pub struct VirtioDisk;
+
+const NET_ID: &str = "virtio.net";
+const NET_TITLE: &str = "NIC driver";
+const DISK_ID: &str = "virtio.disk";
+const DISK_TITLE: &str = "Disk driver";
+
+const PV_NET: &[&str] = &[
+    "virtio_net",
+    "vmxnet3",
+    "hv_netvsc",
+    "xen-netfront",
+    "vif",
+    "ena",
+    "gve",
+    "ixgbevf",
+    "iavf",
+    "i40evf",
+    "mlx5_core",
+    "mlx4_core",
+];
+const EMULATED_NET: &[&str] = &[
+    "e1000", "e1000e", "8139cp", "8139too", "pcnet32", "ne2k-pci", "tulip", "rtl8139",
+];
+const PV_DISK: &[&str] = &[
+    "virtio_blk",
+    "virtio_scsi",
+    "nvme",
+    "xen-blkfront",
+    "vbd",
+    "hv_storvsc",
+    "vmw_pvscsi",
+];
+const EMULATED_DISK: &[&str] = &[
+    "ata_piix",
+    "ahci",
+    "ata_generic",
+    "mptspi",
+    "mptsas",
+    "sym53c8xx",
+    "BusLogic",
+    "megaraid_sas",
+];
+
+/// Which class a driver chain falls in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Paravirtual,
+    Emulated,
+    Other,
+}
+
+pub fn classify(drivers: &[String], pv: &[&str], emulated: &[&str]) -> (Class, Option<String>) {
+    if let Some(d) = drivers.iter().find(|d| pv.contains(&d.as_str())) {
+        return (Class::Paravirtual, Some(d.clone()));
+    }
+    if let Some(d) = drivers.iter().find(|d| {
+        emulated.contains(&d.as_str()) || d.starts_with("pata_") || d.starts_with("sata_")
+    }) {
+        return (Class::Emulated, Some(d.clone()));
+    }
+    (Class::Other, drivers.first().cloned())
+}
+
+/// Verdict for a device class on a VM / bare metal / unknown.
+pub fn verdict(class: Class, is_vm: Option<bool>) -> Verdict {
+    match (class, is_vm) {
+        (Class::Paravirtual, _) => Verdict::Pass,
+        (_, Some(false)) => Verdict::Pass,
+        (Class::Emulated, _) => Verdict::Fail,
+        (Class::Other, _) => Verdict::Warn,
+    }
+}
+
+/// The interface of the IPv4 default route.
+pub fn default_route_iface(host: &Host) -> Result<String, String> {
+    let routes: RouteEntries = host.parse("/proc/net/route").map_err(|e| e.to_string())?;
+    routes
+        .0
+        .iter()
+        .filter(|r| r.destination.is_unspecified() && r.mask.is_unspecified())
+        .min_by_key(|r| r.metrics)
+        .map(|r| r.iface.clone())
+        .ok_or_else(|| "/proc/net/route: no IPv4 default route".to_string())
+}
+
+/// Drivers of a network interface; follows virtual interfaces to their lower device.
+pub fn nic_drivers(host: &Host, iface: &str, depth: u32) -> Result<(String, Vec<String>), String> {
+    let class = format!("/sys/class/net/{iface}");
+    let dir = host.canonical(&class).map_err(|e| e.to_string())?;
+    let drivers = driver_chain(host, &dir);
+    if !drivers.is_empty() || depth > 4 {
+        return Ok((iface.to_string(), drivers));
+    }
+    let entries = host.list_dir(&class).unwrap_or_default();
+    let lower = entries
+        .iter()
+        .find_map(|e| e.strip_prefix("lower_").map(str::to_string))
+        .or_else(|| {
+            host.list_dir(&format!("{class}/brif"))
+                .ok()?
+                .into_iter()
+                .next()
+        });
+    match lower {
+        Some(l) => nic_drivers(host, &l, depth + 1),
+        None => Ok((iface.to_string(), drivers)),
+    }
+}
+
+/// What a device of one kind is judged against.
+pub struct DeviceRule {
+    pub id: &'static str,
+    pub title: &'static str,
+    pub pv: &'static [&'static str],
+    pub emulated: &'static [&'static str],
+    pub remedy: &'static str,
+}
+
+pub const NET_RULE: DeviceRule = DeviceRule {
+    id: NET_ID,
+    title: NET_TITLE,
+    pv: PV_NET,
+    emulated: EMULATED_NET,
+    remedy: "attach the NIC as virtio-net (model=virtio) or an SR-IOV VF instead of an emulated e1000/rtl8139",
+};
+
+pub const DISK_RULE: DeviceRule = DeviceRule {
+    id: DISK_ID,
+    title: DISK_TITLE,
+    pv: PV_DISK,
+    emulated: EMULATED_DISK,
+    remedy: "attach the disk as virtio-blk, virtio-scsi or NVMe instead of an emulated IDE/SATA/LSI controller",
+};
+
+/// The finding for a device's driver chain.
+pub fn judge(rule: &DeviceRule, what: &str, drivers: &[String], is_vm: Option<bool>) -> Finding {
+    let (id, title, remedy) = (rule.id, rule.title, rule.remedy);
+    let (class, driver) = classify(drivers, rule.pv, rule.emulated);
+    let v = verdict(class, is_vm);
+    let driver = driver.unwrap_or_else(|| "no driver".into());
+    let kind = match (class, is_vm) {
+        (Class::Paravirtual, _) => "paravirtual",
+        (_, Some(false)) => "physical",
+        (Class::Emulated, _) => "emulated",
+        (Class::Other, _) => "unknown",
+    };
+    let f = finding(
+        id,
+        title,
+        v,
+        format!("{what}: {driver} ({kind})"),
+        THRESHOLDS,
+        remedy,
+        vec![
+            text("device", what),
+            text("driver", driver.clone()),
+            text("driver_class", kind),
+            text("drivers", drivers.join(",")),
+        ],
+    );
+    with_reason(f, format!("driver chain: {}", drivers.join(" -> ")))
+}
+
+const THRESHOLDS: &str = "VM: fail on an emulated device, warn on an unknown driver";
+
+impl Check for VirtioNet {
+    fn id(&self) -> &'static str {
+        NET_ID
+    }
+    fn title(&self) -> &'static str {
+        NET_TITLE
+    }
+    fn thresholds(&self, _t: &Thresholds) -> String {
+        THRESHOLDS.into()
+    }
+    fn run(&self, ctx: &Ctx) -> Vec<Finding> {
+        let r = default_route_iface(&ctx.host).and_then(|i| nic_drivers(&ctx.host, &i, 0));
+        match r {
+            Ok((iface, drivers)) => {
+                vec![judge(&NET_RULE, &iface, &drivers, ctx.hypervisor().is_vm())]
+            }
+            Err(e) => vec![skip(NET_ID, NET_TITLE, THRESHOLDS, e)],
+        }
+    }
+}
+
+impl Check for VirtioDisk {
+    fn id(&self) -> &'static str {
+        DISK_ID
+    }
+    fn title(&self) -> &'static str {
+        DISK_TITLE
+    }
+    fn thresholds(&self, _t: &Thresholds) -> String {
+        THRESHOLDS.into()
+    }
+    fn run(&self, ctx: &Ctx) -> Vec<Finding> {
+        match resolve(&ctx.host, &ctx.path) {
+            Ok(d) => vec![judge(
+                &DISK_RULE,
+                &d.name,
+                &d.drivers,
+                ctx.hypervisor().is_vm(),
+            )],
+            Err(e) => vec![skip(DISK_ID, DISK_TITLE, THRESHOLDS, e)],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn classes_and_verdicts() {
+        assert_eq!(
+            classify(&v(&["virtio_net", "virtio-pci"]), PV_NET, EMULATED_NET).0,
+            Class::Paravirtual
+        );
+        assert_eq!(
+            classify(&v(&["e1000"]), PV_NET, EMULATED_NET).0,
+            Class::Emulated
+        );
+        assert_eq!(
+            classify(&v(&["sd", "pata_acpi"]), PV_DISK, EMULATED_DISK).0,
+            Class::Emulated
+        );
+        assert_eq!(
+            classify(&v(&["sd", "virtio_scsi"]), PV_DISK, EMULATED_DISK)
+                .1
+                .as_deref(),
+            Some("virtio_scsi")
+        );
+        assert_eq!(verdict(Class::Emulated, Some(true)), Verdict::Fail);
+        assert_eq!(verdict(Class::Emulated, Some(false)), Verdict::Pass);
+        assert_eq!(verdict(Class::Other, Some(true)), Verdict::Warn);
+        assert_eq!(verdict(Class::Other, None), Verdict::Warn);
+        assert_eq!(verdict(Class::Paravirtual, None), Verdict::Pass);
+    }
+}

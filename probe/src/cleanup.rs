@@ -1,0 +1,109 @@
+//! Temporary files that are always removed: on drop, on error, and on SIGINT/SIGTERM.
+//!
+//! Signals are handled without `unsafe`: [`install_signal_thread`] blocks SIGINT and SIGTERM
+//! in the calling thread (call it first thing in `main`, so every thread spawned later
+//! inherits the mask) and starts a thread that waits for them with `sigwait`. On a signal
+//! it removes every registered temporary file and exits with status 130.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn pending() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    PENDING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Remove every registered temporary file (what the signal thread does).
+pub fn remove_all_pending() -> usize {
+    let mut p = pending();
+    let n = p.len();
+    for path in p.drain(..) {
+        let _ = std::fs::remove_file(path);
+    }
+    n
+}
+
+/// A temporary file registered for removal. Dropping it removes the file.
+pub struct TempFile {
+    path: PathBuf,
+    pub file: File,
+}
+
+impl TempFile {
+    /// Create `dir/.probe-io-PID-TAG.tmp` exclusively, with extra open flags (e.g.
+    /// `O_DIRECT`). The path is registered *before* the file exists, so no signal can
+    /// leave it behind.
+    pub fn create(dir: &Path, tag: &str, flags: i32) -> io::Result<TempFile> {
+        let path = dir.join(format!(".probe-io-{}-{tag}.tmp", std::process::id()));
+        pending().push(path.clone());
+        use std::os::unix::fs::OpenOptionsExt;
+        let opened = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .custom_flags(flags)
+            .open(&path);
+        match opened {
+            Ok(file) => Ok(TempFile { path, file }),
+            Err(e) => {
+                pending().retain(|p| p != &path);
+                Err(e)
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        pending().retain(|p| p != &self.path);
+    }
+}
+
+/// Block SIGINT/SIGTERM here and handle them on a dedicated thread: remove temporary files,
+/// say so on stderr, exit 130.
+pub fn install_signal_thread() -> io::Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set.thread_block().map_err(io::Error::from)?;
+    std::thread::Builder::new()
+        .name("probe-signals".into())
+        .spawn(move || {
+            if let Ok(sig) = set.wait() {
+                let n = remove_all_pending();
+                eprintln!("probe: interrupted by {sig}; removed {n} temporary file(s)");
+                std::process::exit(130);
+            }
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_file_is_removed_on_drop_and_by_the_pending_sweep() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = TempFile::create(dir.path(), "a", 0).unwrap();
+        let p = t.path().to_path_buf();
+        assert!(p.exists());
+        drop(t);
+        assert!(!p.exists());
+        let t = TempFile::create(dir.path(), "b", 0).unwrap();
+        let p = t.path().to_path_buf();
+        assert!(remove_all_pending() >= 1);
+        assert!(!p.exists());
+        drop(t);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

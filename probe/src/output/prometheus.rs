@@ -1,0 +1,231 @@
+//! `--prometheus FILE`: node_exporter textfile-collector format, written atomically.
+//!
+//! Families:
+//! - `meshbench_probe_verdict{check}`: 0 pass, 1 warn, 2 fail, 3 skip;
+//! - `meshbench_probe_<measurement>{check}` for every numeric or boolean measurement
+//!   (booleans as 0/1); per-vCPU measurements `cpuN_<name>` become
+//!   `meshbench_probe_cpu_<name>{check,cpu="N"}`;
+//! - `meshbench_probe_fact{check,name,value} 1` for text facts (driver, hypervisor, ...);
+//! - `meshbench_probe_duration_seconds`, `meshbench_probe_last_run_timestamp_seconds`.
+
+use meshbench_schema::{MeasuredValue, ProbeReport, Verdict};
+use std::collections::BTreeMap;
+
+pub fn verdict_value(v: Verdict) -> u8 {
+    match v {
+        Verdict::Pass => 0,
+        Verdict::Warn => 1,
+        Verdict::Fail => 2,
+        Verdict::Skip => 3,
+    }
+}
+
+/// Escape a label value (backslash, double quote, newline).
+pub fn escape_label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// A metric-name-safe version of a measurement name.
+pub fn sanitize(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.starts_with(|c: char| c.is_ascii_digit()) {
+        format!("_{s}")
+    } else {
+        s
+    }
+}
+
+fn fmt_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
+    } else {
+        format!("{v}")
+    }
+}
+
+struct Family {
+    help: String,
+    samples: Vec<String>,
+}
+
+pub fn render(report: &ProbeReport, unix_time: f64) -> String {
+    let mut fams: BTreeMap<String, Family> = BTreeMap::new();
+    let mut add = |name: String, help: String, labels: String, value: String| {
+        fams.entry(name.clone())
+            .or_insert_with(|| Family {
+                help,
+                samples: vec![],
+            })
+            .samples
+            .push(format!("{name}{{{labels}}} {value}"));
+    };
+    for f in &report.findings {
+        let check = escape_label(&f.check);
+        add(
+            "meshbench_probe_verdict".into(),
+            "Verdict of a probe check: 0 pass, 1 warn, 2 fail, 3 skip.".into(),
+            format!("check=\"{check}\""),
+            verdict_value(f.verdict).to_string(),
+        );
+        for m in &f.measurements {
+            let (value, is_fact) = match &m.value {
+                MeasuredValue::Number(n) => (fmt_value(*n), false),
+                MeasuredValue::Flag(b) => (if *b { "1" } else { "0" }.to_string(), false),
+                MeasuredValue::Text(_) => (String::new(), true),
+            };
+            if is_fact {
+                if let MeasuredValue::Text(t) = &m.value {
+                    add(
+                        "meshbench_probe_fact".into(),
+                        "A fact found by a probe check (driver, hypervisor, scheduler, ...)."
+                            .into(),
+                        format!(
+                            "check=\"{check}\",name=\"{}\",value=\"{}\"",
+                            escape_label(&m.name),
+                            escape_label(t)
+                        ),
+                        "1".into(),
+                    );
+                }
+                continue;
+            }
+            let unit = if m.unit.is_empty() {
+                String::new()
+            } else {
+                format!(" Unit: {}.", m.unit)
+            };
+            // cpuN_name -> cpu_name{cpu="N"}
+            let per_cpu = m.name.strip_prefix("cpu").and_then(|rest| {
+                let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+                let tail = rest[digits.len()..].strip_prefix('_')?;
+                (!digits.is_empty()).then(|| (digits, tail.to_string()))
+            });
+            match per_cpu {
+                Some((n, tail)) => add(
+                    format!("meshbench_probe_cpu_{}", sanitize(&tail)),
+                    format!("probe measurement {tail} per vCPU.{unit}"),
+                    format!("check=\"{check}\",cpu=\"{n}\""),
+                    value,
+                ),
+                None => add(
+                    format!("meshbench_probe_{}", sanitize(&m.name)),
+                    format!("probe measurement {}.{unit}", m.name),
+                    format!("check=\"{check}\""),
+                    value,
+                ),
+            }
+        }
+    }
+    let mut out = String::new();
+    for (name, fam) in &fams {
+        out.push_str(&format!(
+            "# HELP {name} {}\n# TYPE {name} gauge\n",
+            fam.help
+        ));
+        for s in &fam.samples {
+            out.push_str(s);
+            out.push('\n');
+        }
+    }
+    out.push_str(&format!(
+        "# HELP meshbench_probe_duration_seconds How long the probe run took.\n# TYPE meshbench_probe_duration_seconds gauge\nmeshbench_probe_duration_seconds {}\n",
+        fmt_value(report.duration_s)
+    ));
+    out.push_str(&format!(
+        "# HELP meshbench_probe_last_run_timestamp_seconds When the probe run finished (Unix time).\n# TYPE meshbench_probe_last_run_timestamp_seconds gauge\nmeshbench_probe_last_run_timestamp_seconds {}\n",
+        fmt_value(unix_time.floor())
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshbench_schema::{Finding, Measurement, ToolInfo, VerdictCounts};
+
+    #[test]
+    fn families_labels_and_escaping() {
+        let f = Finding {
+            check: "cpu.steal".into(),
+            title: "CPU steal".into(),
+            verdict: Verdict::Warn,
+            value: "1 %".into(),
+            threshold: String::new(),
+            remedy: None,
+            reason: None,
+            measurements: vec![
+                Measurement {
+                    name: "steal_pct".into(),
+                    value: MeasuredValue::Number(1.5),
+                    unit: "%".into(),
+                },
+                Measurement {
+                    name: "cpu1_steal_pct".into(),
+                    value: MeasuredValue::Number(3.0),
+                    unit: "%".into(),
+                },
+                Measurement {
+                    name: "driver".into(),
+                    value: MeasuredValue::Text("vi\"rt".into()),
+                    unit: String::new(),
+                },
+                Measurement {
+                    name: "rotational".into(),
+                    value: MeasuredValue::Flag(true),
+                    unit: String::new(),
+                },
+            ],
+        };
+        let r = ProbeReport {
+            schema_version: 1,
+            tool: ToolInfo::new("probe", "0"),
+            node: "n".into(),
+            root: "/".into(),
+            started_at: "x".into(),
+            duration_s: 1.25,
+            profile: "mesh-node".into(),
+            findings: vec![f],
+            counts: VerdictCounts::default(),
+        };
+        let out = render(&r, 1000.5);
+        assert!(
+            out.contains("meshbench_probe_verdict{check=\"cpu.steal\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("meshbench_probe_steal_pct{check=\"cpu.steal\"} 1.5\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("meshbench_probe_cpu_steal_pct{check=\"cpu.steal\",cpu=\"1\"} 3\n"),
+            "{out}"
+        );
+        assert!(out.contains("value=\"vi\\\"rt\"} 1\n"), "{out}");
+        assert!(
+            out.contains("meshbench_probe_rotational{check=\"cpu.steal\"} 1\n"),
+            "{out}"
+        );
+        assert!(out.contains("meshbench_probe_last_run_timestamp_seconds 1000\n"));
+        // every family has exactly one HELP and TYPE
+        for name in ["meshbench_probe_verdict", "meshbench_probe_fact"] {
+            assert_eq!(out.matches(&format!("# TYPE {name} gauge")).count(), 1);
+        }
+    }
+}
