@@ -22,10 +22,12 @@ pub enum HostError {
 }
 
 impl HostError {
+    /// A parse error; the message is folded onto one line.
     pub fn parse(path: &str, msg: impl Into<String>) -> Self {
+        let msg: String = msg.into();
         HostError::Parse {
             path: path.to_string(),
-            msg: msg.into(),
+            msg: msg.split_whitespace().collect::<Vec<_>>().join(" "),
         }
     }
 }

@@ -156,8 +156,8 @@ pub fn judge(rule: &DeviceRule, what: &str, drivers: &[String], is_vm: Option<bo
     let v = verdict(class, is_vm);
     let driver = driver.unwrap_or_else(|| "no driver".into());
     let kind = match (class, is_vm) {
-        (Class::Paravirtual, _) => "paravirtual",
         (_, Some(false)) => "physical",
+        (Class::Paravirtual, _) => "paravirtual",
         (Class::Emulated, _) => "emulated",
         (Class::Other, _) => "unknown",
     };

@@ -19,6 +19,10 @@ pub fn render(report: &ProbeReport, color: bool) -> String {
         .set_content_arrangement(ContentArrangement::Dynamic);
     if !color {
         t.force_no_tty();
+        if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            // no terminal width to follow: wrap long cells at a readable width
+            t.set_width(180);
+        }
     } else {
         t.enforce_styling();
     }
