@@ -10,6 +10,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::error::Error as StdError;
 use std::io;
+use std::sync::Arc;
 use tokio::net::TcpStream;
 
 pub type Body = Full<Bytes>;
@@ -30,9 +31,85 @@ impl Failure {
     }
 }
 
-pub enum Sender {
+pub enum SendKind {
     H1(http1::SendRequest<Body>),
     H2(http2::SendRequest<Body>),
+}
+
+/// A connection's request handle, with the outcome of its connection task.
+pub struct Sender {
+    pub kind: SendKind,
+    pub state: Arc<ConnState>,
+}
+
+impl Sender {
+    pub fn is_h2(&self) -> bool {
+        matches!(self.kind, SendKind::H2(_))
+    }
+    pub fn is_closed(&self) -> bool {
+        match &self.kind {
+            SendKind::H1(s) => s.is_closed(),
+            SendKind::H2(s) => s.is_closed(),
+        }
+    }
+    /// HTTP/2 handles are shared by cloning; HTTP/1.1 handles are not.
+    pub fn try_clone(&self) -> Option<Sender> {
+        match &self.kind {
+            SendKind::H2(s) => Some(Sender {
+                kind: SendKind::H2(s.clone()),
+                state: self.state.clone(),
+            }),
+            SendKind::H1(_) => None,
+        }
+    }
+}
+
+/// How a connection's background task ended. Requests on a connection that dies only see
+/// "canceled" / "connection closed"; the cause (e.g. a TLS alert for a refused client
+/// certificate) is the connection task's error.
+pub struct ConnState {
+    error: std::sync::Mutex<Option<Failure>>,
+    done: tokio::sync::watch::Sender<bool>,
+}
+
+impl ConnState {
+    fn new() -> Arc<ConnState> {
+        Arc::new(ConnState {
+            error: std::sync::Mutex::new(None),
+            done: tokio::sync::watch::channel(false).0,
+        })
+    }
+
+    /// Refine a request failure with the connection's own error, waiting up to `wait` for
+    /// the connection task to end. A TLS cause wins.
+    pub async fn explain(&self, f: Failure, wait: std::time::Duration) -> Failure {
+        if f.class == ErrorClass::Tls || f.class == ErrorClass::RequestTimeout {
+            return f;
+        }
+        let mut rx = self.done.subscribe();
+        let _ = tokio::time::timeout(wait, rx.wait_for(|d| *d)).await;
+        let guard = self.error.lock().expect("conn state lock");
+        match guard.as_ref() {
+            Some(c) if c.class == ErrorClass::Tls => Failure::new(c.class, c.message.clone()),
+            _ => f,
+        }
+    }
+}
+
+fn spawn_conn<F, E>(conn: F) -> Arc<ConnState>
+where
+    F: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: StdError + Send + Sync + 'static,
+{
+    let state = ConnState::new();
+    let st = state.clone();
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            *st.error.lock().expect("conn state lock") = Some(failure(&e, "connection"));
+        }
+        st.done.send_replace(true);
+    });
+    state
 }
 
 /// Open a connection to the target and perform the HTTP handshake.
@@ -116,15 +193,33 @@ where
             .handshake(io)
             .await
             .map_err(|e| failure(&e, "HTTP/2 handshake"))?;
-        tokio::spawn(conn);
-        Ok(Sender::H2(sender))
+        Ok(Sender {
+            kind: SendKind::H2(sender),
+            state: spawn_conn(conn),
+        })
     } else {
         let (sender, conn) = http1::handshake(io)
             .await
             .map_err(|e| failure(&e, "HTTP/1.1 handshake"))?;
-        tokio::spawn(conn);
-        Ok(Sender::H1(sender))
+        Ok(Sender {
+            kind: SendKind::H1(sender),
+            state: spawn_conn(conn),
+        })
     }
+}
+
+/// rustls errors as they read once HTTP/2 has copied them into plain I/O errors (h2 hands
+/// every stream a copy of the connection's error, made from its message).
+fn is_tls_message(m: &str) -> bool {
+    [
+        "received fatal alert",
+        "invalid peer certificate",
+        "peer sent no certificates",
+        "peer is incompatible",
+        "peer misbehaved",
+    ]
+    .iter()
+    .any(|p| m.contains(p))
 }
 
 fn classify_io(e: &io::Error) -> Option<ErrorClass> {
@@ -166,6 +261,9 @@ pub fn classify(err: &(dyn StdError + 'static)) -> ErrorClass {
             } else if h.is_timeout() {
                 found = found.or(Some(ErrorClass::RequestTimeout));
             }
+        }
+        if is_tls_message(&e.to_string()) {
+            return ErrorClass::Tls;
         }
         cur = e.source();
     }

@@ -17,7 +17,7 @@ pub mod conn;
 use crate::plan::{Protocol, TargetPlan};
 use crate::record::{ErrorClass, Hlog, Outcome, Pair, Recorder};
 use bytes::Bytes;
-use conn::{Failure, Sender};
+use conn::{Failure, SendKind, Sender};
 use http_body_util::{BodyExt, Full};
 use meshbench_schema::LoadMode;
 use std::net::SocketAddr;
@@ -27,6 +27,9 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+
+/// How long a failed request waits for its connection's own error (its real cause).
+const CONN_ERROR_WAIT: Duration = Duration::from_millis(100);
 
 /// How long an interrupted cell waits for requests in flight.
 pub const INTERRUPT_DRAIN: Duration = Duration::from_secs(2);
@@ -388,8 +391,7 @@ pub async fn run_cell(
         recorders.push(rec.clone());
         let first = conn::connect(&target).await.ok();
         let h2 = match &first {
-            Some(Sender::H2(_)) => true,
-            Some(Sender::H1(_)) => false,
+            Some(s) => s.is_h2(),
             None => target.protocol == Protocol::Http2,
         };
         if h2 && first.is_some() {
@@ -593,13 +595,16 @@ impl Lane {
                                 ),
                             },
                         ),
-                        Ok(Err(f)) => (
-                            sent,
-                            Outcome::Failed {
-                                class: f.class,
-                                message: f.message,
-                            },
-                        ),
+                        Ok(Err(f)) => {
+                            let f = s.state.explain(f, CONN_ERROR_WAIT).await;
+                            (
+                                sent,
+                                Outcome::Failed {
+                                    class: f.class,
+                                    message: f.message,
+                                },
+                            )
+                        }
                         Ok(Ok((status, subset))) => {
                             self.release(s).await;
                             (sent, Outcome::Response { status, subset })
@@ -628,47 +633,43 @@ impl Lane {
     async fn acquire(&self) -> Result<Sender, Failure> {
         let mut g = self.slot.lock().await;
         if let Some(s) = g.as_ref() {
-            let usable = match s {
-                Sender::H1(s) => !s.is_closed(),
-                Sender::H2(s) => !s.is_closed(),
-            };
-            if usable {
-                return Ok(match s {
-                    Sender::H2(s) => Sender::H2(s.clone()),
-                    Sender::H1(_) => g.take().expect("checked above"),
+            if !s.is_closed() {
+                return Ok(match s.try_clone() {
+                    Some(c) => c,
+                    None => g.take().expect("checked above"),
                 });
             }
         }
         *g = None;
         let s = conn::connect(&self.target).await?;
-        Ok(match s {
-            Sender::H2(s) => {
+        Ok(match s.try_clone() {
+            Some(c) => {
                 self.rec.lock().expect("recorder lock").saw_h2 = true;
-                *g = Some(Sender::H2(s.clone()));
-                Sender::H2(s)
+                *g = Some(s);
+                c
             }
-            h1 => h1,
+            None => s,
         })
     }
 
     async fn release(&self, s: Sender) {
-        if let Sender::H1(s) = s {
+        if !s.is_h2() {
             let mut g = self.slot.lock().await;
             if g.is_none() {
-                *g = Some(Sender::H1(s));
+                *g = Some(s);
             }
         }
     }
 
     async fn send(&self, s: &mut Sender) -> Result<(u16, Option<String>), Failure> {
-        let resp = match s {
-            Sender::H1(s) => {
+        let resp = match &mut s.kind {
+            SendKind::H1(s) => {
                 s.ready()
                     .await
                     .map_err(|e| conn::failure(&e, "connection"))?;
                 s.send_request(self.target.request(false)).await
             }
-            Sender::H2(s) => s.send_request(self.target.request(true)).await,
+            SendKind::H2(s) => s.send_request(self.target.request(true)).await,
         }
         .map_err(|e| conn::failure(&e, "request"))?;
         let status = resp.status().as_u16();

@@ -1,0 +1,16 @@
+//! loadgen integration tests: in-process servers (`loadgen::serve`) on ephemeral loopback
+//! ports, rcgen-made certificates, and the built binary for the CLI contract.
+//!
+//! Modules:
+//! - `util`      certificates, scenario runner, binary helpers
+//! - `tls`       mTLS success; missing / untrusted client cert, untrusted server CA, wrong SAN
+//! - `protocols` HTTP/1.1, HTTP/2 (ALPN and h2c), closed loop, error classes (5xx, refused)
+//! - `timing`    coordinated omission (analytic p90/p99) and open-loop achieved rate
+//! - `cli`       bad scenarios (one line, file:line:col, exit 2), validate, --set, --json,
+//!   SIGINT (interrupted run.json, exit 130), `serve` contract
+
+mod cli;
+mod protocols;
+mod timing;
+mod tls;
+mod util;
