@@ -467,12 +467,16 @@ pub fn regression_on_cell(
     result.p_value = Some(p);
     let (bm, cm) = (median(&bs), median(&cs));
     let noise = format!(
-        "per-second {m} median {} → {} over {} / {} s, Mann-Whitney p = {:.2e}",
+        "per-second {m} median {} → {} over {} / {} s, Mann-Whitney p = {}",
         us(bm),
         us(cm),
         bs.len(),
         cs.len(),
-        p
+        if p >= 0.001 {
+            format!("{p:.3}")
+        } else {
+            format!("{p:.1e}")
+        }
     );
     let significant = p < alpha;
     result.verdict = if !ch.is_finite() {

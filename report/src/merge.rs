@@ -1,6 +1,6 @@
 //! `report merge OUT.hlog IN.hlog|RUN_DIR...`: merge interval logs from several load
 //! workers into one, losslessly. Intervals are aligned by tag and by the absolute second
-//! they start in (BaseTime added), and added with `Histogram::add`; so every per-tag total
+//! they start at, to the nearest second (BaseTime added), and added with `Histogram::add`; so every per-tag total
 //! of the output equals the histogram of all the inputs' samples.
 
 use std::collections::BTreeMap;
@@ -57,7 +57,7 @@ pub fn merge_logs(logs: &[Hlog]) -> (Merged, i64) {
     let mut first = i64::MAX;
     for log in logs {
         for i in &log.intervals {
-            let sec = i.start_s.floor() as i64;
+            let sec = i.start_s.round() as i64;
             first = first.min(sec);
             match out.get_mut(&(i.tag.clone(), sec)) {
                 Some((h, d)) => {

@@ -1,0 +1,225 @@
+use std::collections::BTreeSet;
+
+use crate::common::{self, CellSpec};
+use crate::{bin, p, small_matrix, stdout};
+
+#[test]
+fn every_chart_exists_as_svg_and_png_with_its_series_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = small_matrix(dir.path());
+    let out = report::render(dir.path()).unwrap();
+    let plots = dir.path().join("plots");
+    let mut expected = vec![
+        (
+            "latency-vs-cpu-limit".to_string(),
+            vec!["log=off p99", "log=sync p99.9", "log=sync p50"],
+        ),
+        (
+            "errors-by-class".to_string(),
+            vec!["request_timeout", "http_5xx"],
+        ),
+    ];
+    for (i, c) in run.cells.iter().enumerate() {
+        let slug = report::format::slug(&c.id);
+        expected.push((
+            format!("percentiles-{:02}-{slug}", i + 1),
+            vec![
+                "corrected (from intended send time)",
+                "uncorrected (service time)",
+            ],
+        ));
+        let mut timeline = vec!["p99 per second, corrected"];
+        if c.settings.sidecar_cpu_millis == Some(100) {
+            timeline.push("sidecar CPU throttled");
+        }
+        expected.push((format!("p99-over-time-{:02}-{slug}", i + 1), timeline));
+        expected.push((
+            format!("subsets-{:02}-{slug}", i + 1),
+            vec![
+                "observed requests",
+                "expected from weights",
+                "canary_split: passed",
+            ],
+        ));
+    }
+    for (id, labels) in &expected {
+        let svg = std::fs::read_to_string(plots.join(format!("{id}.svg")))
+            .unwrap_or_else(|e| panic!("{id}.svg: {e}"));
+        assert!(svg.contains("<svg"), "{id}");
+        for l in labels {
+            assert!(svg.contains(l), "{id}.svg lacks the label {l:?}");
+        }
+        assert!(
+            svg.contains("DejaVu Sans, sans-serif"),
+            "{id}: font family with fallback"
+        );
+        let png = std::fs::read(plots.join(format!("{id}.png"))).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{id}.png is a PNG");
+        assert!(
+            png.len() > 5000,
+            "{id}.png has content ({} bytes)",
+            png.len()
+        );
+    }
+    // exactly these files, nothing else (no temp files left behind)
+    let on_disk: BTreeSet<String> = std::fs::read_dir(&plots)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let want: BTreeSet<String> = expected
+        .iter()
+        .flat_map(|(id, _)| [format!("{id}.svg"), format!("{id}.png")])
+        .collect();
+    assert_eq!(on_disk, want);
+    assert_eq!(out.plots.len(), want.len());
+    assert!(out.not_drawn.is_empty(), "{:?}", out.not_drawn);
+}
+
+#[test]
+fn report_html_holds_every_chart_inline_and_references_nothing_outside() {
+    let dir = tempfile::tempdir().unwrap();
+    small_matrix(dir.path());
+    let o = bin(&["render", p(dir.path())]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(stdout(&o).contains("report.html"));
+    let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    let svgs = std::fs::read_dir(dir.path().join("plots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "svg"))
+        .collect::<Vec<_>>();
+    assert_eq!(svgs.len(), 2 + 3 * 4);
+    for svg in &svgs {
+        let id = svg.file_stem().unwrap().to_str().unwrap();
+        assert!(
+            html.contains(&format!("data-chart=\"{id}\"")),
+            "{id} not inline"
+        );
+        let body = std::fs::read_to_string(svg).unwrap();
+        let start = body.find("<svg").unwrap();
+        assert!(
+            html.contains(&body[start..start + 200]),
+            "{id}: inline copy differs"
+        );
+    }
+    assert_eq!(html.matches("<svg").count(), svgs.len());
+    let lower = html.to_lowercase();
+    for bad in [
+        "http://", "https://", "src=", "url(", "<script", "<link", "@import", "<img", "<iframe",
+    ] {
+        // the only URL allowed is the SVG namespace identifier, which is not fetched
+        let count = lower.matches(bad).count();
+        let allowed = if bad == "http://" {
+            lower
+                .matches("xmlns=\"http://www.w3.org/2000/svg\"")
+                .count()
+        } else {
+            0
+        };
+        assert_eq!(count, allowed, "report.html contains {bad}");
+    }
+    for (i, _) in lower.match_indices("href=\"") {
+        assert_eq!(&lower[i + 6..i + 7], "#", "only in-page links");
+    }
+    // tables per cell, checks with verdicts
+    for id in ["cpu=100m,log=off", "cpu=none,log=sync"] {
+        assert!(html.contains(&format!("Cell {id}")), "{id}");
+    }
+    assert!(html.contains("strict_mtls") && html.contains("canary_split"));
+    assert!(html.contains("class=\"passed\""));
+}
+
+#[test]
+fn summary_md_has_one_row_per_cell_with_percentiles_rate_errors_and_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = small_matrix(dir.path());
+    report::render(dir.path()).unwrap();
+    let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+    assert!(md.contains("| cell | requests | rate (achieved / target) | p50 | p90 | p99 | p99.9 | errors | checks |"));
+    for c in &run.cells {
+        let row = md
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{}`", c.id)))
+            .unwrap_or_else(|| panic!("no row for {}", c.id));
+        let p99 = report::format::us(c.latency.corrected.p99_us);
+        assert!(row.contains(&p99), "{row} lacks p99 {p99}");
+        assert!(row.contains("1 passed"), "{row}");
+    }
+    // the cell with errors names its classes
+    assert!(
+        md.contains("17 (") && md.contains("request_timeout 12, http_5xx 5"),
+        "{md}"
+    );
+    assert!(md.contains("| run | strict_mtls | ✅ passed |"));
+    assert!(md.contains("Overall: all checks passed."));
+}
+
+#[test]
+fn a_single_cpu_setting_says_so_instead_of_drawing_the_headline() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = CellSpec::new("log=off", Some(500), "off");
+    a.seconds = 5;
+    let mut b = CellSpec::new("log=sync", Some(500), "sync");
+    b.seconds = 5;
+    common::write_run(dir.path(), "one-cpu", &[a, b]);
+    let out = report::render(dir.path()).unwrap();
+    assert_eq!(out.not_drawn.len(), 1, "{:?}", out.not_drawn);
+    assert!(out.not_drawn[0].contains("single CPU setting (500m)"));
+    assert!(!dir.path().join("plots/latency-vs-cpu-limit.svg").exists());
+    // no errors in this run: no errors chart either
+    assert!(!dir.path().join("plots/errors-by-class.svg").exists());
+    let html = std::fs::read_to_string(&out.report_html).unwrap();
+    assert!(html.contains("single CPU setting (500m)"));
+    let md = std::fs::read_to_string(&out.summary_md).unwrap();
+    assert!(md.contains("## Charts not drawn") && md.contains("single CPU setting"));
+}
+
+#[test]
+fn warnings_unapplied_limits_failed_checks_and_interruption_are_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = CellSpec::new("cpu=100m", Some(100), "off");
+    a.seconds = 4;
+    a.cpu_applied = false;
+    a.subsets = vec![("v1".into(), 90.0), ("v2".into(), 10.0)];
+    a.split_passed = false;
+    let mut b = CellSpec::new("cpu=none", None, "off");
+    b.seconds = 4;
+    let mut run = common::write_run(dir.path(), "warned", &[a, b]);
+    run.interrupted = true;
+    run.finished_at = None;
+    run.cells[1].interrupted = true;
+    run.warnings = vec!["server certificate verification was disabled".into()];
+    meshbench_schema::write_json_atomic(&dir.path().join("run.json"), &run).unwrap();
+    report::render(dir.path()).unwrap();
+    let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    assert!(html.contains("id=\"interrupted\""));
+    assert!(html.contains("server certificate verification was disabled"));
+    assert!(html.contains("sidecar CPU limit 100m was NOT applied (--no-cpu-limits)"));
+    assert!(html.contains("Cell cpu=none was cut short"));
+    assert!(html.contains("a check FAILED"));
+    let svg = std::fs::read_to_string(dir.path().join("plots/subsets-01-cpu_100m.svg")).unwrap();
+    assert!(svg.contains("canary_split: FAILED"));
+    let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+    assert!(md.contains("> [!WARNING]") && md.contains("interrupted"));
+    assert!(md.contains("❌ FAILED") && md.contains("1 FAILED: canary_split"));
+    assert!(md.contains("**a check FAILED**"));
+}
+
+#[test]
+fn a_cell_without_interval_log_is_drawn_from_its_summary_and_the_gap_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = CellSpec::new("a", Some(100), "off");
+    a.seconds = 3;
+    let mut b = CellSpec::new("b", None, "off");
+    b.seconds = 3;
+    let mut run = common::write_run(dir.path(), "nolog", &[a, b]);
+    run.cells[0].hlog = None;
+    meshbench_schema::write_json_atomic(&dir.path().join("run.json"), &run).unwrap();
+    let out = report::render(dir.path()).unwrap();
+    assert!(out
+        .not_drawn
+        .iter()
+        .any(|n| n.contains("'a'") && n.contains("no interval log")));
+    let svg = std::fs::read_to_string(dir.path().join("plots/percentiles-01-a.svg")).unwrap();
+    assert!(svg.contains("summary points"));
+}
