@@ -199,7 +199,7 @@ impl Mesh {
             sidecar,
             apps,
             cgroup,
-            baseline: None,
+            baseline: Arc::new(Mutex::new(None)),
             sampler: None,
         })
     }
@@ -222,7 +222,7 @@ pub struct RunningMesh {
     sidecar: ChildProc,
     apps: Vec<ChildProc>,
     cgroup: Option<Cgroup>,
-    baseline: Option<CpuStat>,
+    baseline: Arc<Mutex<Option<CpuStat>>>,
     sampler: Option<Sampler>,
 }
 
@@ -270,28 +270,33 @@ impl RunningMesh {
         self.cgroup.is_some()
     }
 
-    /// Start of the measured window (after warmup): cpu.stat deltas and the 1 Hz
-    /// throttled-time samples count from here.
-    pub fn begin_measurement(&mut self) {
+    /// The measured window starts `delay` from now (the engine's warmup): cpu.stat
+    /// deltas and the 1 Hz throttled-time samples count from then. Without a cgroup
+    /// there is nothing to sample.
+    pub fn begin_measurement_after(&mut self, delay: Duration) {
         self.stop_sampler();
-        self.baseline = cpu_now(self.cgroup.as_ref());
+        let baseline = Arc::new(Mutex::new(None));
+        self.baseline = baseline.clone();
         let Some(cg) = &self.cgroup else { return };
-        let dir_stat = cg.cpu_stat().ok();
         let per_second = Arc::new(Mutex::new(Vec::new()));
         let (stop, rx) = mpsc::channel::<()>();
         let ps = per_second.clone();
-        // The sampler reads the same cpu.stat through a second handle on the directory.
-        let reader = CpuStatReader::of(cg);
+        let reader = cg.reader();
         let handle = std::thread::Builder::new()
             .name("cpu-stat-sampler".into())
             .spawn(move || {
-                let mut prev = dir_stat;
+                match rx.recv_timeout(delay) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+                let mut prev = reader.cpu_stat().ok();
+                *baseline.lock().unwrap_or_else(|e| e.into_inner()) = prev;
                 loop {
                     match rx.recv_timeout(Duration::from_secs(1)) {
                         Err(mpsc::RecvTimeoutError::Timeout) => {}
                         _ => return,
                     }
-                    let now = reader.read();
+                    let now = reader.cpu_stat().ok();
                     if let (Some(p), Some(n)) = (prev, now) {
                         ps.lock()
                             .unwrap_or_else(|e| e.into_inner())
@@ -307,6 +312,10 @@ impl RunningMesh {
                 per_second,
             });
         }
+    }
+
+    fn baseline(&self) -> Option<CpuStat> {
+        *self.baseline.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn stop_sampler(&mut self) -> Vec<u64> {
@@ -329,7 +338,7 @@ impl RunningMesh {
     /// Access-log lines are counted in the file; a buffered log may still hold up to a
     /// second of lines, which [`Self::down`] flushes first.
     pub fn stats(&self) -> SidecarStats {
-        let cpu = cpu_now(self.cgroup.as_ref()).map(|now| match self.baseline {
+        let cpu = cpu_now(self.cgroup.as_ref()).map(|now| match self.baseline() {
             Some(b) => delta(b, now),
             None => now,
         });
@@ -378,7 +387,7 @@ impl RunningMesh {
     /// access log), the apps are stopped, the cgroup is removed.
     pub fn down(mut self) -> Result<SidecarStats, MeshError> {
         let per_second = self.stop_sampler();
-        let cpu = cpu_now(self.cgroup.as_ref()).map(|now| match self.baseline {
+        let cpu = cpu_now(self.cgroup.as_ref()).map(|now| match self.baseline() {
             Some(b) => delta(b, now),
             None => now,
         });
@@ -419,21 +428,5 @@ impl Drop for RunningMesh {
             a.stop();
         }
         // `cgroup` drops after this and removes itself.
-    }
-}
-
-/// Reads cpu.stat of a cgroup from another thread.
-struct CpuStatReader {
-    cg: Option<Cgroup>,
-}
-
-impl CpuStatReader {
-    fn of(cg: &Cgroup) -> Self {
-        CpuStatReader {
-            cg: Some(cg.reader()),
-        }
-    }
-    fn read(&self) -> Option<CpuStat> {
-        self.cg.as_ref().and_then(|c| c.cpu_stat().ok())
     }
 }

@@ -703,32 +703,33 @@ pub fn validate_checks(
         }
         None => mesh.map(|m| m.weights()),
     };
-    let confidence =
-        match &raw.confidence {
-            None => DEFAULT_CONFIDENCE,
-            Some(c) => {
-                let v = match c.get_ref() {
-                    RawQuantity::Float(f) => Some(*f),
-                    RawQuantity::Int(_) => None,
-                    RawQuantity::Str(s) => s
-                        .trim()
-                        .strip_suffix('%')
-                        .and_then(|p| p.trim().parse::<f64>().ok())
-                        .map(|p| p / 100.0),
-                };
-                match v {
-                    Some(v) if v > 0.5 && v < 1.0 => v,
-                    _ => return Err(SpecError::at(
+    let confidence = match &raw.confidence {
+        None => DEFAULT_CONFIDENCE,
+        Some(c) => {
+            let v = match c.get_ref() {
+                RawQuantity::Float(f) => Some(*f),
+                RawQuantity::Int(_) => None,
+                RawQuantity::Str(s) => s
+                    .trim()
+                    .strip_suffix('%')
+                    .and_then(|p| p.trim().parse::<f64>().ok())
+                    .map(|p| p / 100.0),
+            };
+            match v {
+                Some(v) if v > 0.5 && v < 1.0 => v,
+                _ => {
+                    return Err(SpecError::at(
                         c.span(),
                         "checks.confidence",
                         format!(
                             "`{}` must be a confidence between 0.5 and 1, e.g. 0.999 or \"99.9%\"",
                             c.get_ref().text()
                         ),
-                    )),
+                    ))
                 }
             }
-        };
+        }
+    };
     let strict_mtls = match &raw.strict_mtls {
         None => tls_target || mesh.is_some(),
         Some(b) => {
