@@ -34,6 +34,12 @@ pub enum Command {
     },
     /// The built-in app server (target of smoke.toml, the tests and the embedded mesh).
     Serve(ServeArgs),
+    /// The embedded mesh's sidecar process, started by `run` (prints `listening on ADDR`).
+    #[command(hide = true)]
+    MeshSidecar {
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -48,6 +54,10 @@ pub struct RunArgs {
     /// Print the summary as JSON on stdout (no table).
     #[arg(long)]
     pub json: bool,
+    /// Run the embedded mesh without sidecar CPU/memory limits (for hosts where cgroups
+    /// cannot be written); every cell is then marked "CPU limit not applied".
+    #[arg(long)]
+    pub no_cpu_limits: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -111,6 +121,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Validate { files } => validate(&files),
         Command::Run(args) => run_cmd(args),
         Command::Serve(args) => serve_cmd(args),
+        Command::MeshSidecar { config } => Ok(mesh::sidecar_main_code(&config)),
     }
 }
 
@@ -156,6 +167,8 @@ fn watch_signals(stop: watch::Sender<bool>) -> anyhow::Result<()> {
         tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
         let _ = stop.send(true);
         tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        // No unwinding after exit(): stop the embedded mesh's processes and cgroups first.
+        mesh::emergency_cleanup();
         std::process::exit(EXIT_INTERRUPTED as i32);
     });
     Ok(())
@@ -163,6 +176,7 @@ fn watch_signals(stop: watch::Sender<bool>) -> anyhow::Result<()> {
 
 fn run_cmd(args: RunArgs) -> anyhow::Result<u8> {
     let plan = Plan::load(&args.scenario, &args.sets)?;
+    crate::mesh_target::check_cgroups(&plan, args.no_cpu_limits).map_err(anyhow::Error::msg)?;
     let rt = runtime(plan.load.threads)?;
     let out = rt.block_on(async {
         let (stop_tx, stop) = watch::channel(false);
@@ -173,8 +187,23 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<u8> {
         };
         let mut ui = crate::output::Live::new(!args.json);
         let mut on_event = |e: crate::run::Event<'_>| ui.event(e);
-        let out = if plan.app.is_some() {
+        let out = if plan.mesh.is_some() {
+            let dir = args
+                .out
+                .clone()
+                .unwrap_or_else(|| crate::mesh_target::default_run_dir(&plan));
+            let exe = std::env::current_exe()?;
+            let mut target = crate::mesh_target::MeshTarget::new(dir.clone(), exe, args.no_cpu_limits);
+            let opts = RunOptions {
+                out: Some(dir),
+                ..opts
+            };
+            crate::run::run_plan(&plan, &mut target, opts, &mut on_event).await
+        } else if plan.app.is_some() {
             crate::run::run_plan(&plan, &mut AppTarget::default(), opts, &mut on_event).await
+        } else if plan.checks.is_some() {
+            let mut target = crate::mesh_target::CheckedTarget::new(UrlTarget);
+            crate::run::run_plan(&plan, &mut target, opts, &mut on_event).await
         } else {
             crate::run::run_plan(&plan, &mut UrlTarget, opts, &mut on_event).await
         };

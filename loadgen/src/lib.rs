@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod engine;
+pub mod mesh_target;
 pub mod output;
 pub mod plan;
 pub mod record;

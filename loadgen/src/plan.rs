@@ -39,6 +39,10 @@ pub struct Plan {
     pub app: Option<AppPlan>,
     pub slo: Vec<String>,
     pub cells: Vec<CellPlan>,
+    /// The embedded mesh, when the scenario has a `[mesh]` section.
+    pub mesh: Option<mesh::MeshSpec>,
+    /// Canary split / STRICT mTLS checks (embedded mesh, or `[checks]` for a real one).
+    pub checks: Option<mesh::ChecksSpec>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -161,7 +165,7 @@ impl Plan {
             }
             None => None,
         };
-        if url.is_none() && sc.app.is_none() {
+        if url.is_none() && sc.app.is_none() && sc.mesh.is_none() {
             return Err(src.error_file(
                 "target.url is required (or an [app] section to run against the built-in app server)",
             ));
@@ -414,7 +418,16 @@ impl Plan {
             max_in_flight,
             threads,
         };
-        let cells = vec![CellPlan {
+        let mesh_plan = crate::mesh_target::plan_mesh(
+            sc,
+            src,
+            mode,
+            rate,
+            connections,
+            scheme_https && tls.ca.is_some(),
+        )?;
+        let subset_header = subset_header.or(mesh_plan.subset_header);
+        let cells = mesh_plan.cells.unwrap_or_else(|| vec![CellPlan {
             index: 0,
             id: "default".into(),
             mode,
@@ -425,7 +438,7 @@ impl Plan {
                 connections,
                 ..Default::default()
             },
-        }];
+        }]);
         Ok(Plan {
             name,
             description: sc.description.clone(),
@@ -446,6 +459,8 @@ impl Plan {
             app,
             slo,
             cells,
+            mesh: mesh_plan.mesh,
+            checks: mesh_plan.checks,
         })
     }
 }

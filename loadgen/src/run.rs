@@ -3,9 +3,8 @@
 //! target add what it observed, and write `run.json` (after every cell, atomically, so an
 //! interrupted run keeps what it measured).
 
-use crate::engine::{self, CellLoad, EngineError, Progress, ResolvedTarget, Target};
+use crate::engine::{self, CellLoad, EngineError, HlogSpec, Progress, ResolvedTarget, Target};
 use crate::plan::{CellPlan, Plan};
-use crate::record::Hlog;
 use crate::serve::{ServeConfig, ServerHandle};
 use meshbench_schema::{
     CellResult, HostFacts, RunResult, SubsetResult, ToolInfo, RUN_FILE, RUN_SCHEMA_VERSION,
@@ -304,15 +303,13 @@ async fn run_one<T: CellTarget>(
         think_time: plan.load.think_time.0,
     };
     let hlog_name = format!("cell-{}.hlog", cell.index);
-    let hlog = Hlog::create(
-        &dir.join(&hlog_name),
-        SystemTime::now() + load.warmup,
-        &format!(
+    let hlog = HlogSpec {
+        path: dir.join(&hlog_name),
+        comment: format!(
             "meshbench loadgen: scenario {}, cell {}",
             plan.name, cell.id
         ),
-    )
-    .map_err(EngineError::from)?;
+    };
     let mut progress = |p: &Progress| on_event(Event::Progress { cell, progress: p });
     let m = engine::run_cell(
         engine_target,

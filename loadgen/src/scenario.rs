@@ -42,6 +42,12 @@ pub struct Scenario {
     /// Service-level objectives, e.g. `["p99<50ms", "errors<0.1%"]`.
     #[serde(default)]
     pub slo: Vec<Spanned<String>>,
+    /// The embedded mesh (apps + sidecar), validated by `meshbench-mesh`.
+    pub mesh: Option<Spanned<mesh::scenario::RawMesh>>,
+    /// The settings matrix: sidecar CPU limits x access-log modes (x rates x connections).
+    pub matrix: Option<Spanned<mesh::scenario::RawMatrix>>,
+    /// Canary-split weights and STRICT mTLS, for the embedded or a real mesh.
+    pub checks: Option<Spanned<mesh::scenario::RawChecks>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

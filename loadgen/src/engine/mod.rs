@@ -222,6 +222,12 @@ pub struct Progress {
     pub p99_us: f64,
 }
 
+/// Where to write a cell's interval log, and its header comment.
+pub struct HlogSpec {
+    pub path: std::path::PathBuf,
+    pub comment: String,
+}
+
 /// What one cell measured.
 pub struct CellMeasurement {
     pub rec: Recorder,
@@ -341,13 +347,27 @@ fn spawn_scheduler(
 pub async fn run_cell(
     target: Arc<Target>,
     load: &CellLoad,
-    mut hlog: Option<Hlog>,
+    hlog: Option<HlogSpec>,
     mut stop: watch::Receiver<bool>,
     on_progress: &mut (dyn FnMut(&Progress) + Send),
 ) -> Result<CellMeasurement, EngineError> {
+    // Connections first (failures are counted later, per request), so that connection
+    // set-up does not delay the first scheduled requests.
+    let mut firsts = Vec::new();
+    for _ in 0..load.connections {
+        firsts.push(conn::connect(&target).await.ok());
+    }
     let started_at = SystemTime::now();
     let start = Instant::now();
     let window_start = start + load.warmup;
+    let mut hlog = match hlog {
+        Some(spec) => Some(Hlog::create(
+            &spec.path,
+            started_at + load.warmup,
+            &spec.comment,
+        )?),
+        None => None,
+    };
     let (rate, warmup_tickets, measured_tickets) = match (load.mode, load.rate) {
         (LoadMode::Open, Some(r)) => {
             let w = (load.warmup.as_secs_f64() * r - 1e-9).ceil().max(0.0) as u64;
@@ -382,14 +402,12 @@ pub async fn run_cell(
         stopped: AtomicBool::new(false),
     });
 
-    // Connections: pre-connect each (failures are counted later, per request), then lanes.
     let mut lanes = JoinSet::new();
     let mut recorders = Vec::new();
     let mut lane_count = 0usize;
-    for _ in 0..load.connections {
+    for first in firsts {
         let rec = Arc::new(Mutex::new(Recorder::default()));
         recorders.push(rec.clone());
-        let first = conn::connect(&target).await.ok();
         let h2 = match &first {
             Some(s) => s.is_h2(),
             None => target.protocol == Protocol::Http2,
