@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Benchmark of probe (see BENCHMARKS.md, "probe vs fio").
+#
+#   bench/probe.sh            # ROUNDS=3 by default; BENCH_DIR=/path to choose the directory
+#
+# 1. Run time of the full default run (goal <= 15 s) and of --quick (goal <= 3 s), with
+#    hyperfine (probe's exit status 1 on a failed check is ignored: the time is what counts).
+# 2. Agreement with fio, side by side on the same directory, ROUNDS interleaved rounds of:
+#      probe --only disk.io --path DIR --json
+#      fio --name=etcd --rw=write --ioengine=sync --fdatasync=1 --size=22m --bs=2300
+#      fio --name=randread --rw=randread --bs=4k --direct=1 --ioengine=libaio --iodepth=32
+#          --size=128m --runtime=2 --time_based
+#    comparing probe's fdatasync p99 and 4k random-read IOPS with fio's (goal: within 10 %).
+# Needs: cargo, fio, hyperfine, jq.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+DIR=${BENCH_DIR:-}
+if [ -z "$DIR" ]; then
+  DIR=$(mktemp -d /var/tmp/probe-bench.XXXXXX)
+  trap 'rm -rf "$DIR" "$OUT"' EXIT
+fi
+OUT=$(mktemp -d /tmp/probe-bench-out.XXXXXX)
+for tool in fio hyperfine jq; do
+  command -v "$tool" >/dev/null || { echo "bench/probe.sh: $tool is not installed" >&2; exit 2; }
+done
+
+cargo build --release -p probe >&2
+PROBE=$PWD/target/release/probe
+echo "# probe benchmark on $(uname -r), $(nproc) vCPUs, directory $DIR ($(df --output=source "$DIR" | tail -1))"
+echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+
+echo
+echo "## Run time"
+hyperfine --runs 3 --ignore-failure --export-json "$OUT/time.json" \
+  -n default "$PROBE --path $DIR --color never" \
+  -n quick "$PROBE --quick --path $DIR --color never" >&2
+jq -r '.results[] | "- \(.command): mean \(.mean*100|round/100) s, min \(.min*100|round/100) s, max \(.max*100|round/100) s"' "$OUT/time.json"
+
+echo
+echo "## probe vs fio on $DIR ($ROUNDS interleaved rounds)"
+echo
+echo "| round | probe fdatasync p99 (ms) | fio fdatasync p99 (ms) | ratio | probe randread IOPS | fio randread IOPS | ratio |"
+echo "|---|---|---|---|---|---|---|"
+for r in $(seq 1 "$ROUNDS"); do
+  "$PROBE" --only disk.io --path "$DIR" --json > "$OUT/probe-$r.json" || true
+  rm -f "$DIR"/etcd.* "$DIR"/randread.*
+  fio --name=etcd --rw=write --ioengine=sync --fdatasync=1 --size=22m --bs=2300 \
+      --directory="$DIR" --output-format=json > "$OUT/fio-etcd-$r.json"
+  rm -f "$DIR"/etcd.*
+  fio --name=randread --rw=randread --bs=4k --direct=1 --ioengine=libaio --iodepth=32 \
+      --size=128m --runtime=2 --time_based --directory="$DIR" --output-format=json \
+      > "$OUT/fio-rr-$r.json"
+  rm -f "$DIR"/randread.*
+  pf=$(jq '[.findings[].measurements[] | select(.name=="fdatasync_p99_ms") | .value][0]' "$OUT/probe-$r.json")
+  pr=$(jq '[.findings[].measurements[] | select(.name=="randread_iops") | .value][0]' "$OUT/probe-$r.json")
+  ff=$(jq '.jobs[0].sync.lat_ns.percentile["99.000000"] / 1e6' "$OUT/fio-etcd-$r.json")
+  fr=$(jq '.jobs[0].read.iops' "$OUT/fio-rr-$r.json")
+  jq -rn --argjson r "$r" --argjson pf "$pf" --argjson ff "$ff" --argjson pr "$pr" --argjson fr "$fr" \
+    '"| \($r) | \($pf*100|round/100) | \($ff*100|round/100) | \($pf/$ff*100|round/100) | \($pr|round) | \($fr|round) | \($pr/$fr*100|round/100) |"'
+  echo "$pf $ff $pr $fr" >> "$OUT/rows"
+done
+# medians over the rounds
+jq -rRn '[inputs | split(" ") | map(tonumber)] as $rows
+  | def med(i): ($rows | map(.[i]) | sort) as $s | $s[($s|length)/2|floor];
+  "| median | \(med(0)*100|round/100) | \(med(1)*100|round/100) | \(med(0)/med(1)*100|round/100) | \(med(2)|round) | \(med(3)|round) | \(med(2)/med(3)*100|round/100) |"' "$OUT/rows"
+echo
+left=$(find "$DIR" -name '.probe-io-*' | wc -l)
+echo "temporary files left by probe in $DIR: $left"
