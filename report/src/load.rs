@@ -24,8 +24,6 @@ pub struct Interval {
 /// A decoded interval log.
 #[derive(Debug, Clone, Default)]
 pub struct Hlog {
-    pub start_time_s: Option<f64>,
-    pub base_time_s: Option<f64>,
     pub intervals: Vec<Interval>,
 }
 
@@ -94,25 +92,44 @@ impl Hlog {
     }
 }
 
-/// Read and decode an interval log. A missing file, a line that does not parse (e.g. a
-/// truncated last line) or a histogram that does not decode is an error naming the file.
-pub fn read_hlog(path: &Path) -> Result<Hlog, ReportError> {
+/// Decode an interval log one interval at a time, in file order, handing each to
+/// `visit`; only the interval being decoded is held in memory. A missing file, a line that
+/// does not parse (e.g. a truncated last line) or a histogram that does not decode is an
+/// error naming the file. Returns the number of intervals.
+pub fn for_each_interval(
+    path: &Path,
+    mut visit: impl FnMut(Interval),
+) -> Result<usize, ReportError> {
+    use base64::Engine as _;
     let bytes = std::fs::read(path).map_err(|source| ReportError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let mut log = Hlog::default();
-    let mut raw = Vec::new();
+    let mut base = 0.0;
+    let mut deserializer = Deserializer::new();
+    let mut n = 0;
     for entry in IntervalLogIterator::new(&bytes) {
         match entry {
-            Ok(LogEntry::StartTime(d)) => log.start_time_s = Some(d.as_secs_f64()),
-            Ok(LogEntry::BaseTime(d)) => log.base_time_s = Some(d.as_secs_f64()),
-            Ok(LogEntry::Interval(i)) => raw.push((
-                i.tag().map(|t| t.as_str().to_string()),
-                i.start_timestamp().as_secs_f64(),
-                i.duration().as_secs_f64(),
-                i.encoded_histogram().to_string(),
-            )),
+            Ok(LogEntry::StartTime(_)) => {}
+            Ok(LogEntry::BaseTime(d)) => base = d.as_secs_f64(),
+            Ok(LogEntry::Interval(i)) => {
+                n += 1;
+                let bin = base64::engine::general_purpose::STANDARD
+                    .decode(i.encoded_histogram().trim())
+                    .map_err(|e| {
+                        ReportError::hlog(path, format!("interval {n}: bad base64: {e}"))
+                    })?;
+                let hist: Histogram<u64> =
+                    deserializer.deserialize(&mut bin.as_slice()).map_err(|e| {
+                        ReportError::hlog(path, format!("interval {n}: bad histogram: {e:?}"))
+                    })?;
+                visit(Interval {
+                    tag: i.tag().map(|t| t.as_str().to_string()),
+                    start_s: base + i.start_timestamp().as_secs_f64(),
+                    duration_s: i.duration().as_secs_f64(),
+                    hist,
+                });
+            }
             Err(LogIteratorError::ParseError { offset }) => {
                 let line = bytes[..offset.min(bytes.len())]
                     .iter()
@@ -128,24 +145,84 @@ pub fn read_hlog(path: &Path) -> Result<Hlog, ReportError> {
             }
         }
     }
-    let base = log.base_time_s.unwrap_or(0.0);
-    let mut deserializer = Deserializer::new();
-    for (n, (tag, start, duration, encoded)) in raw.into_iter().enumerate() {
-        use base64::Engine as _;
-        let bin = base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .map_err(|e| ReportError::hlog(path, format!("interval {}: bad base64: {e}", n + 1)))?;
-        let hist: Histogram<u64> = deserializer.deserialize(&mut bin.as_slice()).map_err(|e| {
-            ReportError::hlog(path, format!("interval {}: bad histogram: {e:?}", n + 1))
-        })?;
-        log.intervals.push(Interval {
-            tag,
-            start_s: base + start,
-            duration_s: duration,
-            hist,
-        });
-    }
+    Ok(n)
+}
+
+/// Read and decode a whole interval log into memory (every interval's histogram: for
+/// small logs and tests; rendering and merging stream with [`for_each_interval`]).
+pub fn read_hlog(path: &Path) -> Result<Hlog, ReportError> {
+    let mut log = Hlog::default();
+    for_each_interval(path, |i| log.intervals.push(i))?;
     Ok(log)
+}
+
+/// Adds intervals of one tag into a whole-run histogram and into per-second histograms,
+/// turning each second into a [`SecondPoint`] once it can no longer receive intervals
+/// (more than [`REORDER_WINDOW_MS`] behind the newest one), so memory stays bounded
+/// however long the run.
+#[derive(Default)]
+struct TagAccumulator {
+    total: Option<Histogram<u64>>,
+    open: BTreeMap<i64, Histogram<u64>>,
+    /// (absolute start ms, point with t_s still absolute)
+    done: Vec<(i64, SecondPoint)>,
+}
+
+/// How far out of order intervals may arrive and still be merged into their second.
+pub const REORDER_WINDOW_MS: i64 = 5_000;
+
+fn add_into(slot: &mut Option<Histogram<u64>>, h: &Histogram<u64>) {
+    match slot {
+        Some(t) => {
+            // auto-resizing: add cannot fail
+            let _ = t.add(h);
+        }
+        None => {
+            let mut t = Histogram::new_from(h);
+            t.auto(true);
+            let _ = t.add(h);
+            *slot = Some(t);
+        }
+    }
+}
+
+impl TagAccumulator {
+    fn add(&mut self, start_s: f64, h: Histogram<u64>) {
+        add_into(&mut self.total, &h);
+        let key = (start_s * 1000.0).round() as i64;
+        match self.open.get_mut(&key) {
+            Some(o) => {
+                let _ = o.add(&h);
+            }
+            None => {
+                let mut o = h;
+                o.auto(true);
+                self.open.insert(key, o);
+            }
+        }
+        let newest = *self.open.keys().next_back().unwrap_or(&key);
+        while let Some((&k, _)) = self.open.first_key_value() {
+            if k >= newest - REORDER_WINDOW_MS {
+                break;
+            }
+            let (k, h) = self.open.pop_first().expect("non-empty");
+            self.close(k, &h);
+        }
+    }
+
+    fn close(&mut self, k: i64, h: &Histogram<u64>) {
+        if !h.is_empty() {
+            self.done.push((k, SecondPoint::of(k as f64 / 1000.0, h)));
+        }
+    }
+
+    fn finish(mut self) -> (Option<Histogram<u64>>, Vec<(i64, SecondPoint)>) {
+        for (k, h) in std::mem::take(&mut self.open) {
+            self.close(k, &h);
+        }
+        self.done.sort_by_key(|(k, _)| *k);
+        (self.total, self.done)
+    }
 }
 
 /// One point of a per-second series.
@@ -248,8 +325,14 @@ pub fn load_run(dir: &Path) -> Result<LoadedRun, ReportError> {
             seconds_uncorrected: Vec::new(),
         };
         if let Some(path) = hlog_path {
-            let log = read_hlog(&path)?;
-            if log.intervals.is_empty() && cell.requests > 0 {
+            let mut corrected = TagAccumulator::default();
+            let mut uncorrected = TagAccumulator::default();
+            let n = for_each_interval(&path, |i| match i.tag.as_deref() {
+                Some(HLOG_TAG_CORRECTED) => corrected.add(i.start_s, i.hist),
+                Some(HLOG_TAG_UNCORRECTED) => uncorrected.add(i.start_s, i.hist),
+                _ => {}
+            })?;
+            if n == 0 && cell.requests > 0 {
                 return Err(ReportError::hlog(
                     &path,
                     format!(
@@ -258,10 +341,27 @@ pub fn load_run(dir: &Path) -> Result<LoadedRun, ReportError> {
                     ),
                 ));
             }
-            loaded.corrected = log.total(HLOG_TAG_CORRECTED);
-            loaded.uncorrected = log.total(HLOG_TAG_UNCORRECTED);
-            loaded.seconds = seconds_of(&log, HLOG_TAG_CORRECTED);
-            loaded.seconds_uncorrected = seconds_of(&log, HLOG_TAG_UNCORRECTED);
+            let (c_total, c_points) = corrected.finish();
+            let (u_total, u_points) = uncorrected.finish();
+            // time axis: seconds since the first interval of either tag
+            let first = c_points
+                .iter()
+                .chain(&u_points)
+                .map(|(k, _)| *k)
+                .min()
+                .unwrap_or(0);
+            let relative = |v: Vec<(i64, SecondPoint)>| -> Vec<SecondPoint> {
+                v.into_iter()
+                    .map(|(k, mut p)| {
+                        p.t_s = (k - first) as f64 / 1000.0;
+                        p
+                    })
+                    .collect()
+            };
+            loaded.corrected = c_total;
+            loaded.uncorrected = u_total;
+            loaded.seconds = relative(c_points);
+            loaded.seconds_uncorrected = relative(u_points);
         }
         cells.push(loaded);
     }
@@ -270,12 +370,4 @@ pub fn load_run(dir: &Path) -> Result<LoadedRun, ReportError> {
         run,
         cells,
     })
-}
-
-fn seconds_of(log: &Hlog, tag: &str) -> Vec<SecondPoint> {
-    log.per_second(tag)
-        .iter()
-        .filter(|(_, h)| !h.is_empty())
-        .map(|(t, h)| SecondPoint::of(*t, h))
-        .collect()
 }

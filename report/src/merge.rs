@@ -11,7 +11,7 @@ use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
 
-use crate::load::{read_hlog, Hlog};
+use crate::load::{for_each_interval, Hlog};
 use crate::ReportError;
 
 /// What a merge read and wrote.
@@ -51,6 +51,28 @@ pub fn resolve_input(p: &Path) -> Result<PathBuf, ReportError> {
 /// Merged intervals: (tag, absolute start second) -> (histogram, longest duration).
 pub type Merged = BTreeMap<(Option<String>, i64), (Histogram<u64>, f64)>;
 
+fn add_interval(
+    merged: &mut Merged,
+    tag: Option<String>,
+    sec: i64,
+    duration_s: f64,
+    h: &Histogram<u64>,
+) {
+    match merged.get_mut(&(tag.clone(), sec)) {
+        Some((m, d)) => {
+            // auto-resizing: add cannot fail
+            let _ = m.add(h);
+            *d = d.max(duration_s);
+        }
+        None => {
+            let mut m = Histogram::new_from(h);
+            m.auto(true);
+            let _ = m.add(h);
+            merged.insert((tag, sec), (m, duration_s));
+        }
+    }
+}
+
 /// Merge decoded logs into (tag, second) -> histogram, plus the earliest start second.
 pub fn merge_logs(logs: &[Hlog]) -> (Merged, i64) {
     let mut out: Merged = BTreeMap::new();
@@ -59,18 +81,7 @@ pub fn merge_logs(logs: &[Hlog]) -> (Merged, i64) {
         for i in &log.intervals {
             let sec = i.start_s.round() as i64;
             first = first.min(sec);
-            match out.get_mut(&(i.tag.clone(), sec)) {
-                Some((h, d)) => {
-                    let _ = h.add(&i.hist);
-                    *d = d.max(i.duration_s);
-                }
-                None => {
-                    let mut h = Histogram::new_from(&i.hist);
-                    h.auto(true);
-                    let _ = h.add(&i.hist);
-                    out.insert((i.tag.clone(), sec), (h, i.duration_s));
-                }
-            }
+            add_interval(&mut out, i.tag.clone(), sec, i.duration_s, &i.hist);
         }
     }
     (out, if first == i64::MAX { 0 } else { first })
@@ -82,12 +93,19 @@ pub fn merge(out: &Path, inputs: &[PathBuf]) -> Result<MergeSummary, ReportError
     for p in inputs {
         files.push(resolve_input(p)?);
     }
-    let mut logs = Vec::with_capacity(files.len());
+    // stream every input into (tag, second) histograms: memory is one histogram per tag
+    // and second of the merged log, whatever the number of inputs
+    let mut merged: Merged = BTreeMap::new();
+    let mut first = i64::MAX;
+    let mut intervals_in = 0;
     for f in &files {
-        logs.push(read_hlog(f)?);
+        intervals_in += for_each_interval(f, |i| {
+            let sec = i.start_s.round() as i64;
+            first = first.min(sec);
+            add_interval(&mut merged, i.tag, sec, i.duration_s, &i.hist);
+        })?;
     }
-    let intervals_in = logs.iter().map(|l| l.intervals.len()).sum();
-    let (merged, first) = merge_logs(&logs);
+    let first = if first == i64::MAX { 0 } else { first };
     // order by time, then tag, as the interval-log format expects
     let mut entries: Vec<_> = merged.iter().collect();
     entries.sort_by(|a, b| (a.0 .1, &a.0 .0).cmp(&(b.0 .1, &b.0 .0)));
