@@ -110,7 +110,7 @@ cat > "$WORK/pace.lua" <<LUA
 -- pace each connection to one request per $CONNS ms: ~1000 req/s over $CONNS connections
 function delay() return $CONNS end
 LUA
-echo "| tool | rate req/s | p50 | p99 | note |"
+echo "| tool | rate req/s | p50 | p99 | latency measured |"
 echo "|---|---|---|---|---|"
 for r in $(seq "$ROUNDS"); do
   out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$WORK/pace.lua" "$URL")
@@ -118,8 +118,14 @@ for r in $(seq "$ROUNDS"); do
   wrk_p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   wrk_p99=$(awk '$1=="99%" {print $2}' <<<"$out")
   echo "| wrk (delay() pacing) | $wrk_rate | $wrk_p50 | $wrk_p99 | from its own send |"
-  lg_json --set load.mode=open --set load.rate=1000 --set load.duration="$DURATION" \
-    | jq_py '"| loadgen open loop | %.1f | %.0fus | %.0fus | corrected (from intended send) |\n| loadgen open loop | %.1f | %.0fus | %.0fus | uncorrected (from actual send) |" % (d["cells"][0]["achieved_rate"], d["cells"][0]["latency_us"]["corrected"]["p50_us"], d["cells"][0]["latency_us"]["corrected"]["p99_us"], d["cells"][0]["achieved_rate"], d["cells"][0]["latency_us"]["uncorrected"]["p50_us"], d["cells"][0]["latency_us"]["uncorrected"]["p99_us"])'
+  lg_json --set load.mode=open --set load.rate=1000 --set load.duration="$DURATION" > "$WORK/open.json"
+  python3 - "$WORK/open.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))["cells"][0]
+for view, note in (("corrected", "from intended send"), ("uncorrected", "from actual send")):
+    l = c["latency_us"][view]
+    print(f'| loadgen open loop, {view} | {c["achieved_rate"]:.1f} | {l["p50_us"]:.0f}us | {l["p99_us"]:.0f}us | {note}; errors {c["errors_total"]} |')
+PY
 done
 echo
 

@@ -193,7 +193,8 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<u8> {
                 .clone()
                 .unwrap_or_else(|| crate::mesh_target::default_run_dir(&plan));
             let exe = std::env::current_exe()?;
-            let mut target = crate::mesh_target::MeshTarget::new(dir.clone(), exe, args.no_cpu_limits);
+            let mut target =
+                crate::mesh_target::MeshTarget::new(dir.clone(), exe, args.no_cpu_limits);
             let opts = RunOptions {
                 out: Some(dir),
                 ..opts

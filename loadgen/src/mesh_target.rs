@@ -69,7 +69,10 @@ pub fn plan_mesh(
     if mesh.is_none() {
         if let Some(m) = raw_matrix {
             for (field, span) in [
-                ("matrix.sidecar_cpu", m.sidecar_cpu.as_ref().map(|v| v.span())),
+                (
+                    "matrix.sidecar_cpu",
+                    m.sidecar_cpu.as_ref().map(|v| v.span()),
+                ),
                 ("matrix.access_log", m.access_log.as_ref().map(|v| v.span())),
             ] {
                 if let Some(span) = span {
@@ -175,9 +178,9 @@ pub fn default_run_dir(plan: &Plan) -> PathBuf {
 
 /// Whether any cell of `plan` asks for a sidecar CPU or memory limit.
 pub fn needs_cgroups(plan: &Plan) -> bool {
-    plan.cells
-        .iter()
-        .any(|c| c.settings.sidecar_cpu_millis.is_some() || c.settings.sidecar_memory_bytes.is_some())
+    plan.cells.iter().any(|c| {
+        c.settings.sidecar_cpu_millis.is_some() || c.settings.sidecar_memory_bytes.is_some()
+    })
 }
 
 /// Fail early (before anything starts) when the plan needs cgroups that cannot be written.
@@ -247,7 +250,10 @@ impl MeshTarget {
 
 impl CellTarget for MeshTarget {
     async fn prepare(&mut self, plan: &Plan, cell: &CellPlan) -> Result<ResolvedTarget, BoxError> {
-        let spec = plan.mesh.as_ref().ok_or("the scenario has no [mesh] section")?;
+        let spec = plan
+            .mesh
+            .as_ref()
+            .ok_or("the scenario has no [mesh] section")?;
         self.teardown().await;
         let mut m = match self.mesh.take() {
             Some(m) => m,
@@ -306,7 +312,12 @@ impl CellTarget for MeshTarget {
         Ok(resolved)
     }
 
-    async fn finish(&mut self, plan: &Plan, cell: &CellPlan, result: &mut CellResult) -> Result<(), BoxError> {
+    async fn finish(
+        &mut self,
+        plan: &Plan,
+        cell: &CellPlan,
+        result: &mut CellResult,
+    ) -> Result<(), BoxError> {
         if let Some(running) = self.running.take() {
             let applied = running.cpu_limit_applied();
             let note = running.note.clone();
@@ -365,7 +376,11 @@ impl<T: CellTarget> CellTarget for CheckedTarget<T> {
         let strict = plan.checks.as_ref().is_some_and(|c| c.strict_mtls);
         if strict && self.strict.is_none() {
             let uri: http::Uri = resolved.url.parse()?;
-            let host = uri.host().unwrap_or("localhost").trim_matches(['[', ']']).to_string();
+            let host = uri
+                .host()
+                .unwrap_or("localhost")
+                .trim_matches(['[', ']'])
+                .to_string();
             let port = uri.port_u16().unwrap_or(443);
             let addr = match resolved.connect_to {
                 Some(a) => a,
@@ -375,9 +390,21 @@ impl<T: CellTarget> CellTarget for CheckedTarget<T> {
                     .ok_or_else(|| format!("{host}: no address"))?,
             };
             let server_name = resolved.tls.server_name.clone().unwrap_or(host);
-            let ca = resolved.tls.ca.clone().ok_or("checks.strict_mtls needs target.tls.ca")?;
-            let client = resolved.tls.cert.as_deref().zip(resolved.tls.key.as_deref());
-            let path = plan.target.path.clone().unwrap_or_else(|| uri.path().to_string());
+            let ca = resolved
+                .tls
+                .ca
+                .clone()
+                .ok_or("checks.strict_mtls needs target.tls.ca")?;
+            let client = resolved
+                .tls
+                .cert
+                .as_deref()
+                .zip(resolved.tls.key.as_deref());
+            let path = plan
+                .target
+                .path
+                .clone()
+                .unwrap_or_else(|| uri.path().to_string());
             self.strict = Some(
                 checks::strict_mtls(&MtlsTarget {
                     addr,
@@ -392,7 +419,12 @@ impl<T: CellTarget> CellTarget for CheckedTarget<T> {
         Ok(resolved)
     }
 
-    async fn finish(&mut self, plan: &Plan, cell: &CellPlan, result: &mut CellResult) -> Result<(), BoxError> {
+    async fn finish(
+        &mut self,
+        plan: &Plan,
+        cell: &CellPlan,
+        result: &mut CellResult,
+    ) -> Result<(), BoxError> {
         self.inner.finish(plan, cell, result).await?;
         if let Some(c) = plan.checks.as_ref() {
             if let Some(check) = canary_check(c, result) {
@@ -408,4 +440,47 @@ impl<T: CellTarget> CellTarget for CheckedTarget<T> {
         }
         self.inner.finish_run(plan, run).await
     }
+}
+
+fn fmt_bytes(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
+}
+
+/// Summary lines about the sidecar of each cell (CPU, throttling, memory, access log) and
+/// limits that were not applied, for the end-of-run table.
+pub fn sidecar_summary(run: &RunResult) -> String {
+    let mut out = String::new();
+    for c in &run.cells {
+        let Some(s) = &c.sidecar else { continue };
+        let cpu = match &s.cpu_stat {
+            Some(st) => {
+                let secs = c.duration_s.max(1e-9);
+                format!(
+                    "cpu {:.0}m used, throttled in {}/{} periods ({:.1} ms/s)",
+                    st.usage_usec as f64 / 1000.0 / secs,
+                    st.nr_throttled,
+                    st.nr_periods,
+                    st.throttled_usec as f64 / 1000.0 / secs
+                )
+            }
+            None => "cpu.stat not measured".into(),
+        };
+        let mem = s
+            .memory_peak_bytes
+            .map(fmt_bytes)
+            .unwrap_or_else(|| "-".into());
+        let log = match (c.settings.access_log.as_deref(), s.access_log_lines) {
+            (Some("off"), _) | (None, _) => String::new(),
+            (Some(mode), Some(n)) => format!(", access log {mode}: {n} lines"),
+            (Some(mode), None) => format!(", access log {mode}"),
+        };
+        out.push_str(&format!(
+            "sidecar {}: {cpu}, peak memory {mem}{log}\n",
+            c.id
+        ));
+        if let Some(note) = &c.settings.cpu_limit_note {
+            out.push_str(&format!("  {note}\n"));
+        }
+    }
+    out
 }

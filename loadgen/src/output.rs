@@ -163,6 +163,7 @@ pub fn summary_table(run: &RunResult) -> String {
     if run.interrupted {
         out.push_str("INTERRUPTED: results cover the part of the run that completed\n");
     }
+    out.push_str(&crate::mesh_target::sidecar_summary(run));
     for c in run
         .checks
         .iter()

@@ -427,18 +427,20 @@ impl Plan {
             scheme_https && tls.ca.is_some(),
         )?;
         let subset_header = subset_header.or(mesh_plan.subset_header);
-        let cells = mesh_plan.cells.unwrap_or_else(|| vec![CellPlan {
-            index: 0,
-            id: "default".into(),
-            mode,
-            rate,
-            connections,
-            settings: CellSettings {
+        let cells = mesh_plan.cells.unwrap_or_else(|| {
+            vec![CellPlan {
+                index: 0,
+                id: "default".into(),
+                mode,
                 rate,
                 connections,
-                ..Default::default()
-            },
-        }]);
+                settings: CellSettings {
+                    rate,
+                    connections,
+                    ..Default::default()
+                },
+            }]
+        });
         Ok(Plan {
             name,
             description: sc.description.clone(),

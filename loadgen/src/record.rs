@@ -133,7 +133,7 @@ fn status_class(status: u16) -> &'static str {
 }
 
 /// One worker's recording (also used for the merged cell totals).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Recorder {
     /// Requests with a known outcome (measured window only).
     pub requests: u64,
@@ -156,6 +156,29 @@ pub struct Recorder {
     pub last_done: Option<Instant>,
     /// True once any connection negotiated HTTP/2.
     pub saw_h2: bool,
+    /// Open loop: how late requests were sent after their intended time (the generator's
+    /// own lateness, e.g. a busy host; it is part of corrected latency).
+    pub send_lag: Hist,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder {
+            requests: 0,
+            ok: 0,
+            total: Pair::default(),
+            by_class: BTreeMap::new(),
+            subsets: BTreeMap::new(),
+            errors: ErrorCounts::default(),
+            error_samples: vec![],
+            interval: Pair::default(),
+            interval_requests: 0,
+            interval_errors: 0,
+            last_done: None,
+            saw_h2: false,
+            send_lag: new_hist(),
+        }
+    }
 }
 
 impl Recorder {
@@ -264,6 +287,7 @@ impl Recorder {
             (a, b) => a.or(b),
         };
         self.saw_h2 |= o.saw_h2;
+        let _ = self.send_lag.add(&o.send_lag);
     }
 }
 

@@ -14,6 +14,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::sync::watch;
 
+/// Send lag (p99, µs) above which a cell carries a warning.
+pub const SEND_LAG_WARN_US: f64 = 1000.0;
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
@@ -343,6 +346,15 @@ async fn run_one<T: CellTarget>(
             m.unsent,
             cell.rate.unwrap_or(0.0)
         ));
+    }
+    if cell.mode == meshbench_schema::LoadMode::Open && !rec.send_lag.is_empty() {
+        let lag = crate::record::percentiles(&rec.send_lag);
+        if lag.p99_us > SEND_LAG_WARN_US {
+            warnings.push(format!(
+                "cell {}: the load generator itself sent requests late (p99 {:.0} µs, max {:.0} µs after the intended time; the host is busy): corrected latency includes this",
+                cell.id, lag.p99_us, lag.max_us
+            ));
+        }
     }
     for (class, msg) in &rec.error_samples {
         warnings.push(format!("cell {}: {class} error: {msg}", cell.id));

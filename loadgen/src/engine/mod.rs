@@ -632,10 +632,13 @@ impl Lane {
             };
             let done = Instant::now();
             if ticket.measured {
-                self.rec
-                    .lock()
-                    .expect("recorder lock")
-                    .record(intended, sent, done, outcome);
+                let mut rec = self.rec.lock().expect("recorder lock");
+                if !closed {
+                    let lag = before.saturating_duration_since(intended);
+                    rec.send_lag
+                        .saturating_record((lag.as_micros() as u64).max(1));
+                }
+                rec.record(intended, sent, done, outcome);
             }
             if closed && !self.think.is_zero() {
                 tokio::select! {

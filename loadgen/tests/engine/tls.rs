@@ -57,7 +57,15 @@ async fn mtls_success_with_expected_spiffe_identity() {
     assert_eq!(cell.protocol, "http2", "ALPN picks h2 by default");
     assert_eq!(cell.subsets[0].name, "v1");
     assert_eq!(cell.subsets[0].count, 40);
-    assert!(run.result.warnings.is_empty(), "{:?}", run.result.warnings);
+    // No error samples, no verification warning (a busy host may add a send-lag note).
+    assert!(
+        run.result
+            .warnings
+            .iter()
+            .all(|w| w.contains("sent requests late")),
+        "{:?}",
+        run.result.warnings
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

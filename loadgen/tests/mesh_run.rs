@@ -1,0 +1,514 @@
+//! `loadgen run` with the embedded mesh, through the built binary:
+//!
+//! - a tight sidecar CPU limit shows throttled periods and a higher corrected p99 than the
+//!   unlimited cell (an ordering, not a timing threshold);
+//! - after a run, an error mid-run and an interrupt, no mesh process and no cgroup is left;
+//! - `--no-cpu-limits` marks every cell "CPU limit not applied";
+//! - bad matrix entries are one-line `file:line:col` errors with exit code 2;
+//! - a real mesh (`target.url` + `[checks]`) gets the same checks.
+//!
+//! Parts that need writable cgroups are skipped with the reason printed where they are not.
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_loadgen"))
+}
+
+fn cgroups_writable() -> bool {
+    match mesh::cgroup::Cgroups::detect() {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("SKIPPED (cgroups cannot be written here): {e}");
+            false
+        }
+    }
+}
+
+/// A mesh scenario whose app command lines carry `marker` (as the subset header name), so
+/// its processes can be found in /proc.
+fn scenario(dir: &Path, marker: &str, matrix: &str, load: &str) -> PathBuf {
+    let text = format!(
+        r#"name = "meshtest"
+[mesh]
+subset_header = "{marker}"
+concurrency = 1
+response_bytes = 256
+[[mesh.subset]]
+name = "v1"
+weight = 90
+service_time = "1ms"
+[[mesh.subset]]
+name = "v2"
+weight = 10
+service_time = "1ms"
+[matrix]
+{matrix}
+[target]
+timeout = "10s"
+protocol = "http1"
+[load]
+mode = "open"
+{load}
+"#
+    );
+    let p = dir.join("scenario.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Pids of processes whose command line mentions `marker` (or `run_dir`).
+fn processes_with(marker: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(marker) {
+            // zombies have an empty cmdline; a match is a live process
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// cgroup directories made by loadgen process `pid` (named `meshbench-<pid>-...`).
+fn cgroups_of(pid: u32) -> Vec<PathBuf> {
+    let prefix = mesh::cgroup::name_prefix(pid);
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::from("/sys/fs/cgroup")];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                continue;
+            }
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                out.push(p);
+            } else if d.components().count() < 8 {
+                stack.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn wait(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let t0 = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            panic!("loadgen did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn assert_nothing_left(marker: &str, run_dir: &Path, pid: u32) {
+    // Child processes are reaped before loadgen exits; allow a moment for /proc.
+    let t0 = Instant::now();
+    loop {
+        let left = [
+            processes_with(marker),
+            processes_with(&run_dir.display().to_string()),
+        ]
+        .concat();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "processes left behind: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cg = cgroups_of(pid);
+    assert!(cg.is_empty(), "cgroups left behind: {cg:?}");
+}
+
+#[test]
+fn tight_cpu_limit_throttles_and_raises_corrected_p99() {
+    if !cgroups_writable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("x-throttle-{}", std::process::id());
+    // 20m = a 2 ms quota per 100 ms period: far below what the sidecar needs at this rate.
+    let sc = scenario(
+        dir.path(),
+        &marker,
+        "sidecar_cpu = [\"20m\", \"none\"]\naccess_log = [\"off\"]",
+        "rate = 200\nconnections = 8\nwarmup = \"1s\"\nduration = \"3s\"",
+    );
+    let out = dir.path().join("run");
+    let mut child = bin()
+        .args(["run", sc.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let status = wait(&mut child, Duration::from_secs(90));
+    assert!(status.code().is_some(), "{status}");
+    let run = meshbench_schema::read_run(&out).unwrap();
+    assert_eq!(run.cells.len(), 2);
+    let (tight, free) = (&run.cells[0], &run.cells[1]);
+    assert_eq!(tight.id, "cpu=20m,log=off");
+    assert_eq!(free.id, "cpu=none,log=off");
+    assert!(tight.settings.cpu_limit_applied && free.settings.cpu_limit_applied);
+    assert_eq!(tight.settings.sidecar_cpu_millis, Some(20));
+    let ts = tight.sidecar.as_ref().unwrap().cpu_stat.unwrap();
+    let fs = free.sidecar.as_ref().unwrap().cpu_stat.unwrap();
+    assert!(ts.nr_throttled > 0 && ts.throttled_usec > 0, "{ts:?}");
+    assert_eq!(fs.nr_throttled, 0, "{fs:?}");
+    assert!(
+        tight
+            .sidecar
+            .as_ref()
+            .unwrap()
+            .throttled_usec_per_second
+            .iter()
+            .any(|&t| t > 0),
+        "1 Hz samples show the throttling"
+    );
+    assert!(
+        tight.latency.corrected.p99_us > free.latency.corrected.p99_us,
+        "tight {} us vs unlimited {} us",
+        tight.latency.corrected.p99_us,
+        free.latency.corrected.p99_us
+    );
+    assert_nothing_left(&marker, &out, pid);
+}
+
+#[test]
+fn nothing_is_left_after_a_run_an_error_and_an_interrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = cgroups_writable();
+    let cpu = if limits {
+        "[\"500m\", \"1\"]"
+    } else {
+        "[\"none\"]"
+    };
+    let no_limits: &[&str] = &[];
+
+    // 1. a normal run
+    let marker = format!("x-normal-{}", std::process::id());
+    let sc = scenario(
+        dir.path(),
+        &marker,
+        &format!("sidecar_cpu = {cpu}\naccess_log = [\"sync\"]"),
+        "rate = 50\nconnections = 2\nduration = \"1s\"",
+    );
+    let out = dir.path().join("normal");
+    let mut child = bin()
+        .args(["run", sc.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .args(no_limits)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    assert_eq!(wait(&mut child, Duration::from_secs(60)).code(), Some(0));
+    let run = meshbench_schema::read_run(&out).unwrap();
+    assert!(run.checks_passed());
+    assert_eq!(run.checks[0].name, "strict_mtls");
+    for c in &run.cells {
+        // sync log: every request of the cell (warmup 0) is on disk
+        let s = c.sidecar.as_ref().unwrap();
+        assert!(s.access_log_lines.unwrap() >= c.requests, "{c:?}");
+        assert_eq!(c.checks[0].name, "canary_split");
+    }
+    assert_nothing_left(&marker, &out, pid);
+
+    // 2. an error mid-run: the second cell's sidecar cannot open its access log (a
+    //    directory is in the way), after its apps (and cgroup) are up.
+    let marker = format!("x-error-{}", std::process::id());
+    let sc = scenario(
+        dir.path(),
+        &marker,
+        &format!("sidecar_cpu = {cpu}\naccess_log = [\"sync\"]"),
+        "rate = 50\nconnections = 2\nduration = \"1s\"",
+    );
+    let out = dir.path().join("error");
+    let blocker = out.join("mesh/cell-1/access.log");
+    std::fs::create_dir_all(&blocker).unwrap();
+    let mut child = bin()
+        .args(["run", sc.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let status = wait(&mut child, Duration::from_secs(60));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_ne!(status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("sidecar") && stderr.contains("access.log"),
+        "{stderr}"
+    );
+    assert_nothing_left(&marker, &out, pid);
+    // what was measured before the error is kept
+    let run = meshbench_schema::read_run(&out).unwrap();
+    assert_eq!(run.cells.len(), 1);
+
+    // 3. SIGINT mid-run
+    let marker = format!("x-sigint-{}", std::process::id());
+    let sc = scenario(
+        dir.path(),
+        &marker,
+        &format!("sidecar_cpu = {cpu}\naccess_log = [\"buffered\"]"),
+        "rate = 50\nconnections = 2\nduration = \"60s\"",
+    );
+    let out = dir.path().join("sigint");
+    let errf = dir.path().join("sigint.stderr");
+    let mut child = bin()
+        .args(["run", sc.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&errf).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let t0 = Instant::now();
+    while !out.join("cell-0.hlog").exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30) && child.try_wait().unwrap().is_none(),
+            "run did not start: {}",
+            std::fs::read_to_string(&errf).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // positive control: the mesh is there while the run goes on
+    assert!(processes_with(&marker).len() >= 2, "apps running");
+    if limits {
+        assert!(!cgroups_of(pid).is_empty(), "sidecar cgroup present");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    assert_eq!(wait(&mut child, Duration::from_secs(30)).code(), Some(130));
+    let run = meshbench_schema::read_run(&out).unwrap();
+    assert!(run.interrupted);
+    assert_eq!(run.cells.len(), 1);
+    assert!(
+        run.cells[0].sidecar.is_some(),
+        "the interrupted cell keeps its sidecar stats"
+    );
+    assert_nothing_left(&marker, &out, pid);
+}
+
+#[test]
+fn no_cpu_limits_marks_every_cell() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("x-nolimit-{}", std::process::id());
+    let sc = scenario(
+        dir.path(),
+        &marker,
+        "sidecar_cpu = [\"100m\", \"none\"]",
+        "rate = 50\nconnections = 2\nduration = \"1s\"",
+    );
+    let out = dir.path().join("run");
+    let o = bin()
+        .args([
+            "run",
+            sc.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--no-cpu-limits",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let run = meshbench_schema::read_run(&out).unwrap();
+    for c in &run.cells {
+        assert!(!c.settings.cpu_limit_applied, "{}", c.id);
+        assert!(
+            c.settings
+                .cpu_limit_note
+                .as_deref()
+                .unwrap()
+                .starts_with("CPU limit not applied"),
+            "{:?}",
+            c.settings
+        );
+        assert_eq!(
+            c.sidecar.as_ref().unwrap().cpu_stat,
+            None,
+            "no cgroup, no cpu.stat"
+        );
+    }
+    assert!(
+        run.warnings.iter().any(|w| w.contains("--no-cpu-limits")),
+        "{:?}",
+        run.warnings
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("CPU limit not applied"), "{stdout}");
+}
+
+#[test]
+fn bad_matrix_entries_are_one_line_errors_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(scenario(
+        dir.path(),
+        "x-version",
+        "access_log = [\"off\"]",
+        "rate = 10\nduration = \"1s\"",
+    ))
+    .unwrap();
+    for (name, from, to, want) in [
+        (
+            "cpu.toml",
+            "access_log = [\"off\"]",
+            "sidecar_cpu = [\"100m\", \"lots\"]",
+            ":15:24: matrix.sidecar_cpu: `lots` is not a CPU quantity",
+        ),
+        (
+            "weights.toml",
+            "weight = 10",
+            "weight = 20",
+            ": mesh.subset: weights must sum to 100, these sum to 110",
+        ),
+        (
+            "log.toml",
+            "access_log = [\"off\"]",
+            "access_log = [\"off\", \"verbose\"]",
+            ":15:22: matrix.access_log: unknown access-log mode `verbose`",
+        ),
+    ] {
+        let p = dir.path().join(name);
+        std::fs::write(&p, base.replace(from, to)).unwrap();
+        for cmd in ["validate", "run"] {
+            let o = bin()
+                .args([cmd, p.to_str().unwrap()])
+                .current_dir(dir.path())
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(2), "{cmd} {name}: {err}");
+            assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+            assert!(
+                err.contains(&format!("{}", p.display())) && err.contains(want),
+                "{cmd} {name}: {err}"
+            );
+        }
+    }
+    // nothing was started or written by the refused runs
+    assert!(!dir.path().join("results").exists());
+}
+
+#[test]
+fn a_real_mesh_gets_the_same_checks() {
+    // An embedded mesh's sidecar plays the real mesh: a scenario with target.url, TLS
+    // files and [checks] weights measures it like any endpoint.
+    let dir = tempfile::tempdir().unwrap();
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_loadgen"));
+    let spec = mesh::MeshSpec {
+        service: "checkout".into(),
+        namespace: "default".into(),
+        service_account: "checkout".into(),
+        subset_header: "x-version".into(),
+        concurrency: 1,
+        sidecar_memory_bytes: None,
+        response_bytes: None,
+        ca: None,
+        subsets: ["v1", "v2"]
+            .iter()
+            .zip([90, 10])
+            .map(|(n, w)| mesh::scenario::SubsetSpec {
+                name: n.to_string(),
+                weight: w,
+                service_time: Duration::ZERO,
+                service_time_dist: mesh::scenario::ServiceTimeDist::Fixed,
+            })
+            .collect(),
+    };
+    let mut m = mesh::Mesh::prepare(&spec, dir.path(), &exe).unwrap();
+    let running = m
+        .up(
+            &mesh::CellMeshSettings {
+                cpu_millis: None,
+                memory_bytes: None,
+                access_log: mesh::AccessLogMode::Off,
+                concurrency: 1,
+                apply_limits: false,
+            },
+            "real",
+        )
+        .unwrap();
+    let p = &running.pki;
+    let write = |name: &str, weights: &str| {
+        let text = format!(
+            "name = \"real\"\n[target]\nurl = \"https://127.0.0.1:{}/\"\nsubset_header = \"x-version\"\n[target.tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\nserver_name = \"{}\"\nexpected_identity = \"{}\"\n[checks]\nweights = {weights}\n[load]\nrate = 200\nconnections = 4\nduration = \"2s\"\n",
+            running.addr.port(),
+            p.ca_cert.display(),
+            p.client_cert.display(),
+            p.client_key.display(),
+            p.server_name,
+            p.server_spiffe_id
+        );
+        let f = dir.path().join(name);
+        std::fs::write(&f, text).unwrap();
+        f
+    };
+    let good = write("good.toml", "{ v1 = 90, v2 = 10 }");
+    let o = bin()
+        .args(["run", good.to_str().unwrap(), "--json", "--out"])
+        .arg(dir.path().join("good"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let run = meshbench_schema::read_run(&dir.path().join("good")).unwrap();
+    assert_eq!(run.checks[0].name, "strict_mtls");
+    assert_eq!(run.checks[0].status, meshbench_schema::CheckStatus::Passed);
+    assert_eq!(
+        run.cells[0].checks[0].status,
+        meshbench_schema::CheckStatus::Passed
+    );
+    // Expecting 50/50 of a 90/10 mesh: the canary check fails and loadgen exits 1.
+    let wrong = write("wrong.toml", "{ v1 = 50, v2 = 50 }");
+    let o = bin()
+        .args(["run", wrong.to_str().unwrap(), "--out"])
+        .arg(dir.path().join("wrong"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let run = meshbench_schema::read_run(&dir.path().join("wrong")).unwrap();
+    assert_eq!(
+        run.cells[0].checks[0].status,
+        meshbench_schema::CheckStatus::Failed
+    );
+    running.down().unwrap();
+}
