@@ -7,7 +7,7 @@ use meshbench_schema::{CellResult, CheckResult, CheckStatus, Percentiles};
 
 use crate::format::{cpu_label, html as esc, rate, us};
 use crate::load::LoadedRun;
-use crate::markdown::{checks_brief, notices};
+use crate::markdown::{checks_brief, has_checks, notices};
 use crate::plot::{Placement, Rendered, RenderedChart};
 
 const CSS: &str = "
@@ -225,7 +225,9 @@ pub fn report_html(run: &LoadedRun, rendered: &Rendered) -> String {
     let _ = writeln!(
         s,
         "<p>Overall: {}. Latency is measured from the intended send time (corrected); the uncorrected service time is shown beside it.</p>",
-        if r.checks_passed() {
+        if !has_checks(r) {
+            "no checks in this run"
+        } else if r.checks_passed() {
             "<span class=\"passed\">all checks passed</span>"
         } else {
             "<span class=\"failed\">a check FAILED</span>"

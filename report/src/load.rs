@@ -371,3 +371,35 @@ pub fn load_run(dir: &Path) -> Result<LoadedRun, ReportError> {
         cells,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hist(values: &[u64]) -> Histogram<u64> {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+        for &v in values {
+            h.record(v).unwrap();
+        }
+        h
+    }
+
+    #[test]
+    fn seconds_merge_out_of_order_intervals_and_close_behind_the_window() {
+        let mut acc = TagAccumulator::default();
+        acc.add(100.0, hist(&[10, 20]));
+        acc.add(101.0, hist(&[30]));
+        // a second worker's interval for second 100 arrives late, within the window
+        acc.add(100.0, hist(&[40]));
+        assert_eq!(acc.open.len(), 2);
+        // 10 s later: seconds 100 and 101 are closed, only the newest stays open
+        acc.add(111.0, hist(&[50]));
+        assert_eq!(acc.open.len(), 1);
+        assert_eq!(acc.done.len(), 2);
+        let (total, points) = acc.finish();
+        assert_eq!(total.unwrap().len(), 5);
+        let counts: Vec<(i64, u64)> = points.iter().map(|(k, p)| (*k, p.count)).collect();
+        assert_eq!(counts, vec![(100_000, 3), (101_000, 1), (111_000, 1)]);
+        assert_eq!(points[0].1.max_us, 40.0);
+    }
+}

@@ -42,6 +42,11 @@ pub fn notices(run: &RunResult) -> Vec<String> {
     v
 }
 
+/// True when the run or any cell carries a check.
+pub fn has_checks(r: &RunResult) -> bool {
+    !r.checks.is_empty() || r.cells.iter().any(|c| !c.checks.is_empty())
+}
+
 /// Short verdict of a list of checks ("2 passed, 1 FAILED: canary_split").
 pub fn checks_brief(checks: &[CheckResult]) -> String {
     if checks.is_empty() {
@@ -182,7 +187,9 @@ pub fn summary_md(run: &LoadedRun, rendered: &Rendered) -> String {
     let _ = writeln!(
         s,
         "\nOverall: {}.",
-        if r.checks_passed() {
+        if !has_checks(r) {
+            "no checks in this run"
+        } else if r.checks_passed() {
             "all checks passed"
         } else {
             "**a check FAILED**"
