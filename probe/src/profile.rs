@@ -75,7 +75,9 @@ section!(
         size_mib: u64 = 128,
         /// Upper bound of etcd-style writes (fio's etcd job writes 22 MiB = 10029 writes).
         fsync_max_writes: u64 = 10029,
-        /// Time bound of each phase, seconds.
+        /// Time bound of the etcd-style fdatasync phase, seconds.
+        fsync_seconds: f64 = 3.0,
+        /// Time bound of each other phase (sequential write, random read, random write), seconds.
         phase_seconds: f64 = 1.5,
         /// Queue depth of the random tests (threads doing pread/pwrite).
         queue_depth: u32 = 32,
@@ -254,6 +256,9 @@ impl Profile {
         }
         if !(t.io.phase_seconds > 0.0 && t.io.phase_seconds <= 60.0) {
             return Err(bad("io.phase_seconds", "must be in (0, 60]".into()));
+        }
+        if !(t.io.fsync_seconds > 0.0 && t.io.fsync_seconds <= 600.0) {
+            return Err(bad("io.fsync_seconds", "must be in (0, 600]".into()));
         }
         if t.io.queue_depth == 0 || t.io.queue_depth > 256 {
             return Err(bad("io.queue_depth", "must be between 1 and 256".into()));

@@ -2,8 +2,9 @@
 //!
 //! - etcd-style: 2300-byte appending writes, each followed by `fdatasync`, queue depth 1;
 //!   the `fdatasync` latency is recorded (what fio reports as `sync` latency and etcd as
-//!   `wal_fsync_duration_seconds`). Bounded by `io.fsync_max_writes` (fio's etcd job:
-//!   22 MiB / 2300 B = 10029) and 2 x `io.phase_seconds`.
+//!   `wal_fsync_duration_seconds`). The file is preallocated (as etcd and fio do). Bounded
+//!   by `io.fsync_max_writes` (fio's etcd job: 22 MiB / 2300 B = 10029) and
+//!   `io.fsync_seconds`.
 //! - sequential write: 1 MiB `O_DIRECT` writes up to `io.size_mib`, then `fdatasync`,
 //!   bounded by `io.phase_seconds`; this also lays the file out for the random tests.
 //! - 4 KiB random read, then random write, `O_DIRECT`, queue depth `io.queue_depth`
@@ -283,7 +284,11 @@ pub fn run_io(dir: &Path, cfg: &Io) -> Result<IoResults, String> {
     let size = cfg.size_mib << 20;
     check_space(dir, size)?;
     let phase = Duration::from_secs_f64(cfg.phase_seconds);
-    let fsync = fsync_test(dir, cfg.fsync_max_writes, phase * 2);
+    let fsync = fsync_test(
+        dir,
+        cfg.fsync_max_writes,
+        Duration::from_secs_f64(cfg.fsync_seconds),
+    );
     let (seq, randread, randwrite) = match seq_test(dir, size, phase) {
         Ok((t, s)) => {
             let rr = rand_test(&t, s.bytes, cfg.queue_depth, false, phase);
@@ -469,13 +474,17 @@ impl Check for DiskIo {
     }
     fn thresholds(&self, t: &Thresholds) -> String {
         format!(
-            "fdatasync {}; randread {}; randwrite {}; seqwrite {}; test file {} MiB, {} s per phase",
+            "fdatasync {}; randread {}; randwrite {}; seqwrite {}; test file {} MiB, \
+             <= {} fdatasyncs in <= {} s, {} s per other phase, queue depth {}",
             th_fsync(t),
             th_iops(&t.randread),
             th_iops(&t.randwrite),
             th_seq(t),
             t.io.size_mib,
-            t.io.phase_seconds
+            t.io.fsync_max_writes,
+            t.io.fsync_seconds,
+            t.io.phase_seconds,
+            t.io.queue_depth
         )
     }
     fn finding_ids(&self) -> Vec<&'static str> {
@@ -580,6 +589,7 @@ mod tests {
         let cfg = Io {
             size_mib: 4,
             fsync_max_writes: 20,
+            fsync_seconds: 0.5,
             phase_seconds: 0.1,
             queue_depth: 4,
         };
