@@ -18,6 +18,8 @@ const PERCENTILES: [(&str, u32, bool); 3] =
 pub type Lines = BTreeMap<String, BTreeMap<&'static str, Vec<(usize, f64)>>>;
 
 pub struct MatrixChart {
+    /// Cells left out because another cell already has their CPU limit and log mode.
+    pub left_out: Vec<String>,
     /// CPU categories in axis order: (millis or None for "no limit", label).
     pub cpu: Vec<(Option<u64>, String)>,
     /// Per access-log mode: per percentile name: (category index, latency ms).
@@ -53,6 +55,7 @@ impl MatrixChart {
             ));
         }
         let mut lines: Lines = BTreeMap::new();
+        let mut left_out = Vec::new();
         for c in &run.run.cells {
             if c.latency.corrected.count == 0 {
                 continue;
@@ -62,7 +65,17 @@ impl MatrixChart {
                 .position(|(m, _)| *m == c.settings.sidecar_cpu_millis)
                 .unwrap_or(0);
             let mode = format!("log={}", c.settings.access_log.as_deref().unwrap_or("n/a"));
-            let by_p = lines.entry(mode).or_default();
+            let by_p = lines.entry(mode.clone()).or_default();
+            if by_p
+                .get("p99")
+                .is_some_and(|pts| pts.iter().any(|(i, _)| *i == idx))
+            {
+                left_out.push(format!(
+                    "latency vs sidecar CPU limit: cell '{}' is not drawn, an earlier cell has the same CPU limit and {mode}",
+                    c.id
+                ));
+                continue;
+            }
             for (p, _, _) in PERCENTILES {
                 let v = c.latency.corrected.get(p).unwrap_or(f64::NAN) / 1000.0;
                 let pts = by_p.entry(p).or_default();
@@ -80,7 +93,11 @@ impl MatrixChart {
         if lines.is_empty() {
             return Err("latency vs sidecar CPU limit: not drawn, no cell has latency data".into());
         }
-        Ok(MatrixChart { cpu, lines })
+        Ok(MatrixChart {
+            left_out,
+            cpu,
+            lines,
+        })
     }
 }
 

@@ -222,7 +222,10 @@ pub fn build_charts(run: &LoadedRun) -> ChartSet {
         not_drawn: Vec::new(),
     };
     match matrix::MatrixChart::from_run(run) {
-        Ok(c) => set.charts.push((Placement::Run, AnyChart::Matrix(c))),
+        Ok(c) => {
+            set.not_drawn.extend(c.left_out.iter().cloned());
+            set.charts.push((Placement::Run, AnyChart::Matrix(c)));
+        }
         Err(why) => set.not_drawn.push(why),
     }
     if let Some(c) = errors::ErrorsChart::from_run(run) {

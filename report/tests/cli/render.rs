@@ -223,3 +223,21 @@ fn a_cell_without_interval_log_is_drawn_from_its_summary_and_the_gap_is_named() 
     let svg = std::fs::read_to_string(dir.path().join("plots/percentiles-01-a.svg")).unwrap();
     assert!(svg.contains("summary points"));
 }
+
+#[test]
+fn cells_sharing_cpu_and_log_mode_are_named_when_left_off_the_headline() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut specs = vec![
+        CellSpec::new("h1,cpu=100m", Some(100), "off"),
+        CellSpec::new("h2,cpu=100m", Some(100), "off"),
+        CellSpec::new("h1,cpu=none", None, "off"),
+    ];
+    for s in &mut specs {
+        s.seconds = 3;
+    }
+    common::write_run(dir.path(), "dup", &specs);
+    let out = report::render(dir.path()).unwrap();
+    assert_eq!(out.not_drawn.len(), 1, "{:?}", out.not_drawn);
+    assert!(out.not_drawn[0].contains("cell 'h2,cpu=100m' is not drawn"));
+    assert!(dir.path().join("plots/latency-vs-cpu-limit.svg").exists());
+}
