@@ -104,6 +104,20 @@ fn cgroups_of(pid: u32) -> Vec<PathBuf> {
     out
 }
 
+/// Kills the child if the test fails before it exits.
+struct Reap(Option<u32>);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGINT,
+            );
+        }
+    }
+}
+
 fn wait(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     let t0 = Instant::now();
     loop {
@@ -283,8 +297,16 @@ fn nothing_is_left_after_a_run_an_error_and_an_interrupt() {
         .spawn()
         .unwrap();
     let pid = child.id();
+    let mut reap = Reap(Some(pid));
     let t0 = Instant::now();
-    while !out.join("cell-0.hlog").exists() {
+    // The cell's interval log appears (as a temp file until the cell ends) once load runs.
+    let started = |out: &Path| {
+        std::fs::read_dir(out).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().contains("cell-0.hlog"))
+        })
+    };
+    while !started(&out) {
         assert!(
             t0.elapsed() < Duration::from_secs(30) && child.try_wait().unwrap().is_none(),
             "run did not start: {}",
@@ -304,6 +326,7 @@ fn nothing_is_left_after_a_run_an_error_and_an_interrupt() {
     )
     .unwrap();
     assert_eq!(wait(&mut child, Duration::from_secs(30)).code(), Some(130));
+    reap.0 = None;
     let run = meshbench_schema::read_run(&out).unwrap();
     assert!(run.interrupted);
     assert_eq!(run.cells.len(), 1);

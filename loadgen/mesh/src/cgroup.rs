@@ -297,6 +297,7 @@ impl Cgroups {
         };
         let mkdir = |cg: &mut Cgroup, dir: PathBuf| -> Result<PathBuf, CgroupError> {
             std::fs::create_dir(&dir).map_err(io(&dir, "mkdir"))?;
+            crate::live::add_cgroup(dir.clone());
             cg.created.push(dir.clone());
             Ok(dir)
         };
@@ -526,8 +527,14 @@ impl Cgroup {
             let mut tries = 0;
             loop {
                 match std::fs::remove_dir(d) {
-                    Ok(()) => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    Ok(()) => {
+                        crate::live::remove_cgroup(d);
+                        break;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        crate::live::remove_cgroup(d);
+                        break;
+                    }
                     // EBUSY while the last task is still exiting.
                     Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 200 => {
                         tries += 1;

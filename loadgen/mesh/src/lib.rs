@@ -18,6 +18,7 @@
 
 pub mod cgroup;
 pub mod checks;
+mod live;
 pub mod mesh;
 pub mod pki;
 pub mod process;
@@ -25,9 +26,10 @@ pub mod quantity;
 pub mod scenario;
 pub mod sidecar;
 
+pub use live::emergency_cleanup;
 pub use mesh::{CellMeshSettings, Mesh, RunningMesh};
 pub use scenario::{ChecksSpec, MatrixSpec, MeshSpec};
-pub use sidecar::{sidecar_main, AccessLogMode, SidecarConfig};
+pub use sidecar::{sidecar_main, sidecar_main_code, AccessLogMode, SidecarConfig};
 
 use std::path::PathBuf;
 

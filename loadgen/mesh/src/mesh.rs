@@ -41,6 +41,11 @@ impl Mesh {
     /// Issue the PKI into `<run_dir>/mesh/` and remember `exe` (the loadgen binary, which
     /// provides `serve` and `mesh-sidecar`).
     pub fn prepare(spec: &MeshSpec, run_dir: &Path, exe: &Path) -> Result<Mesh, MeshError> {
+        // Absolute, so the sidecar config and the printed paths work from anywhere.
+        let run_dir = std::path::absolute(run_dir).map_err(|source| MeshError::Io {
+            path: run_dir.to_path_buf(),
+            source,
+        })?;
         let dir = run_dir.join("mesh");
         let pki = MeshPki::create(
             &dir,
@@ -85,30 +90,45 @@ impl Mesh {
     /// Start apps and a fresh sidecar with `settings`. `tag` names the cell (cgroup name,
     /// file names). Blocks until every process has said `listening on`.
     pub fn up(&mut self, settings: &CellMeshSettings, tag: &str) -> Result<RunningMesh, MeshError> {
-        self.cells += 1;
+        // cell-0, cell-1, ... like the run's interval logs
         let cell_dir = self.dir.join(format!("cell-{}", self.cells));
+        self.cells += 1;
         std::fs::create_dir_all(&cell_dir).map_err(|source| MeshError::Io {
             path: cell_dir.clone(),
             source,
         })?;
-        // The cgroup first: if it cannot be made, nothing is started.
-        let cgroup = if settings.apply_limits {
-            self.check_cgroups()?;
-            let Some(Ok(cgs)) = &self.cgroups else {
-                unreachable!("checked above")
-            };
-            let cg = cgs
-                .create(
-                    &unique_name(tag),
-                    &Limits {
+        // The cgroup first: if it cannot be made, nothing is started. A cell without
+        // limits runs without one where cgroups cannot be written (nothing to apply), and
+        // says that its cpu.stat was not measured.
+        let needs_cgroup = settings.cpu_millis.is_some() || settings.memory_bytes.is_some();
+        let mut note = None;
+        let cgroup = if !settings.apply_limits {
+            None
+        } else {
+            match self.check_cgroups() {
+                Ok(_) => {
+                    let Some(Ok(cgs)) = &self.cgroups else {
+                        unreachable!("checked above")
+                    };
+                    let limits = Limits {
                         cpu_millis: settings.cpu_millis,
                         memory_bytes: settings.memory_bytes,
-                    },
-                )
-                .map_err(|e| MeshError::Cgroup(e.to_string()))?;
-            Some(cg)
-        } else {
-            None
+                    };
+                    match cgs.create(&unique_name(tag), &limits) {
+                        Ok(cg) => Some(cg),
+                        Err(e) if !needs_cgroup => {
+                            note = Some(format!("sidecar cpu.stat not measured: {e}"));
+                            None
+                        }
+                        Err(e) => return Err(MeshError::Cgroup(e.to_string())),
+                    }
+                }
+                Err(e) if !needs_cgroup => {
+                    note = Some(format!("sidecar cpu.stat not measured: {e}"));
+                    None
+                }
+                Err(e) => return Err(e),
+            }
         };
 
         let mut apps = Vec::new();
@@ -199,6 +219,7 @@ impl Mesh {
             sidecar,
             apps,
             cgroup,
+            note,
             baseline: Arc::new(Mutex::new(None)),
             sampler: None,
         })
@@ -219,6 +240,8 @@ pub struct RunningMesh {
     pub settings: CellMeshSettings,
     pub access_log_path: Option<PathBuf>,
     pub cell_dir: PathBuf,
+    /// Why no cgroup was used for a cell without limits (cgroups not writable).
+    pub note: Option<String>,
     sidecar: ChildProc,
     apps: Vec<ChildProc>,
     cgroup: Option<Cgroup>,

@@ -51,6 +51,7 @@ impl ChildProc {
                 exe: exe.to_path_buf(),
                 source,
             })?;
+        crate::live::add_pid(child.id());
         let stdout = child.stdout.take();
         let mut proc = ChildProc {
             name: name.to_string(),
@@ -155,6 +156,12 @@ impl ChildProc {
         let Some(mut child) = self.child.take() else {
             return true;
         };
+        let clean = Self::stop_child(&mut child);
+        crate::live::remove_pid(child.id());
+        clean
+    }
+
+    fn stop_child(child: &mut std::process::Child) -> bool {
         if let Ok(Some(_)) = child.try_wait() {
             return true;
         }

@@ -719,24 +719,34 @@ pub fn read_config(path: &Path) -> Result<SidecarConfig, SidecarError> {
 /// until SIGTERM/SIGINT. Prints `listening on <addr>` as the first stdout line when ready.
 /// Exit codes: 0 after a signal, 2 for a bad config, 1 when it could not start.
 pub fn sidecar_main(config_path: &Path) -> ExitCode {
-    // Die with the parent: a loadgen killed with SIGKILL must not leave a sidecar behind.
-    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
-    if nix::unistd::getppid() == nix::unistd::Pid::from_raw(1) {
-        eprintln!("mesh-sidecar: parent already exited");
-        return ExitCode::from(1);
+    ExitCode::from(sidecar_main_code(config_path))
+}
+
+/// [`sidecar_main`] returning the exit code as a number.
+pub fn sidecar_main_code(config_path: &Path) -> u8 {
+    match sidecar_process(config_path) {
+        Ok(()) => 0,
+        Err(code) => code,
     }
+}
+
+fn sidecar_process(config_path: &Path) -> Result<(), u8> {
+    // Exit with the parent: a loadgen killed with SIGKILL must not leave a sidecar behind.
+    // (Polling getppid instead of PR_SET_PDEATHSIG, which fires when the spawning
+    // *thread* exits.)
+    let parent = nix::unistd::getppid();
     let cfg = match read_config(config_path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("mesh-sidecar: {e}");
-            return ExitCode::from(2);
+            return Err(2);
         }
     };
     let sidecar = match Sidecar::new(&cfg) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("mesh-sidecar: {e}");
-            return ExitCode::from(2);
+            return Err(2);
         }
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -749,7 +759,7 @@ pub fn sidecar_main(config_path: &Path) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mesh-sidecar: tokio runtime: {e}");
-            return ExitCode::from(1);
+            return Err(1);
         }
     };
     rt.block_on(async move {
@@ -757,14 +767,14 @@ pub fn sidecar_main(config_path: &Path) -> ExitCode {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("mesh-sidecar: bind {}: {e}", cfg.listen);
-                return ExitCode::from(1);
+                return Err(1);
             }
         };
         let addr = match listener.local_addr() {
             Ok(a) => a,
             Err(e) => {
                 eprintln!("mesh-sidecar: {e}");
-                return ExitCode::from(1);
+                return Err(1);
             }
         };
         let (Ok(mut term), Ok(mut int)) = (
@@ -772,7 +782,7 @@ pub fn sidecar_main(config_path: &Path) -> ExitCode {
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()),
         ) else {
             eprintln!("mesh-sidecar: cannot install signal handlers");
-            return ExitCode::from(1);
+            return Err(1);
         };
         {
             let mut out = std::io::stdout().lock();
@@ -782,15 +792,24 @@ pub fn sidecar_main(config_path: &Path) -> ExitCode {
         let log = sidecar.access_log();
         sidecar
             .serve(listener, async move {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
+                let mut orphan = tokio::time::interval(Duration::from_millis(500));
+                loop {
+                    tokio::select! {
+                        _ = term.recv() => break,
+                        _ = int.recv() => break,
+                        _ = orphan.tick() => {
+                            if nix::unistd::getppid() != parent {
+                                eprintln!("mesh-sidecar: parent exited; stopping");
+                                break;
+                            }
+                        }
+                    }
                 }
             })
             .await;
         if let Some(e) = log.error() {
             eprintln!("mesh-sidecar: access log write failed: {e}");
         }
-        ExitCode::SUCCESS
+        Ok(())
     })
 }
