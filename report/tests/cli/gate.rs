@@ -64,6 +64,50 @@ fn a_change_within_the_noise_passes_as_non_significant() {
 }
 
 #[test]
+fn a_change_beyond_the_threshold_that_the_noise_explains_is_non_significant() {
+    // Very noisy runs (each second scaled by a log-normal factor): two runs of the same
+    // system can differ by more than 10 % at p99 by chance. The per-second series overlap,
+    // so the test must not call that a regression.
+    let dir = tempfile::tempdir().unwrap();
+    let noisy = |seed: u64, seconds: usize| {
+        let mut s = CellSpec::new("noisy", None, "off");
+        s.seed = seed;
+        s.seconds = seconds;
+        s.jitter = 0.5;
+        s.rate = 100;
+        s
+    };
+    let base = dir.path().join("base");
+    common::write_run(&base, "noisy", &[noisy(1, 12)]);
+    let b = report::load::load_run(&base).unwrap();
+    let gate = report::gate::parse_max_regression("p99=+10%").unwrap();
+    // the first seed whose whole-run p99 is more than 10 % above the baseline's
+    let mut found = None;
+    for seed in 2..40 {
+        let cur = dir.path().join(format!("cur-{seed}"));
+        common::write_run(&cur, "noisy", &[noisy(seed, 12)]);
+        let c = report::load::load_run(&cur).unwrap();
+        let r = report::gate::regression_on_cell(&gate, &b.cells[0], &c.cells[0], 0.05);
+        if r.change.unwrap() > 0.10 {
+            found = Some((cur, r));
+            break;
+        }
+        std::fs::remove_dir_all(&cur).unwrap();
+    }
+    let (cur, r) = found.expect("some seed moves p99 by more than 10 %");
+    eprintln!("{}", r.explanation);
+    assert!(r.p_value.unwrap() >= 0.05, "{r:?}");
+    assert_eq!(r.verdict, report::gate::Verdict::NonSignificant, "{r:?}");
+    let o = bin(&["gate", p(&cur), "--baseline", p(&base)]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        gate_row(&out, "p99=+10%").contains("not significant against the run-to-run noise"),
+        "{out}"
+    );
+}
+
+#[test]
 fn a_30_percent_improvement_reports_improved() {
     let (base, cur) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     run(base.path(), 1.0, 1, 30);

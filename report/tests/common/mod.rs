@@ -33,6 +33,8 @@ pub struct CellSpec {
     pub split_passed: bool,
     pub throttled: bool,
     pub cpu_applied: bool,
+    /// Second-to-second noise: each second's latencies are scaled by exp(jitter * N(0,1)).
+    pub jitter: f64,
 }
 
 impl CellSpec {
@@ -51,6 +53,7 @@ impl CellSpec {
             split_passed: true,
             throttled: false,
             cpu_applied: true,
+            jitter: 0.0,
         }
     }
 }
@@ -93,11 +96,16 @@ pub fn cell_seconds(spec: &CellSpec) -> Vec<(Histogram<u64>, Histogram<u64>)> {
     for _ in 0..spec.seconds {
         let mut c = new_hist();
         let mut u = new_hist();
+        let second_scale = if spec.jitter > 0.0 {
+            sample(&mut rng, 1.0, spec.jitter)
+        } else {
+            1.0
+        };
         for _ in 0..spec.rate {
-            let service = sample(&mut rng, spec.median_us, 0.45) * spec.scale;
+            let service = sample(&mut rng, spec.median_us, 0.45) * spec.scale * second_scale;
             // now and then a request waits behind a stall: the corrected time grows
             let queued = if rng.random::<f64>() < 0.02 {
-                sample(&mut rng, spec.median_us * 2.0, 0.5) * spec.scale
+                sample(&mut rng, spec.median_us * 2.0, 0.5) * spec.scale * second_scale
             } else {
                 0.0
             };
