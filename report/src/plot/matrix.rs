@@ -159,7 +159,7 @@ impl Chart for MatrixChart {
                         .draw_series(DashedLineSeries::new(pts.clone(), 6, 4, style))
                         .map_err(pe)?
                         .label(label)
-                        .legend(legend_line(style));
+                        .legend(super::legend_dashes(style));
                 } else {
                     chart
                         .draw_series(LineSeries::new(pts.clone(), style))

@@ -145,6 +145,7 @@ pub trait Chart {
 /// Every chart kind, so a report can hold a list of them.
 pub enum AnyChart {
     Percentile(percentile::PercentileChart),
+    PercentileOverlay(percentile::PercentileOverlay),
     Matrix(matrix::MatrixChart),
     Timeline(timeline::TimelineChart),
     Split(split::SplitChart),
@@ -156,6 +157,7 @@ macro_rules! each {
     ($self:ident, $c:ident => $e:expr) => {
         match $self {
             AnyChart::Percentile($c) => $e,
+            AnyChart::PercentileOverlay($c) => $e,
             AnyChart::Matrix($c) => $e,
             AnyChart::Timeline($c) => $e,
             AnyChart::Split($c) => $e,
@@ -227,6 +229,10 @@ pub fn build_charts(run: &LoadedRun) -> ChartSet {
             set.charts.push((Placement::Run, AnyChart::Matrix(c)));
         }
         Err(why) => set.not_drawn.push(why),
+    }
+    if let Some(c) = percentile::PercentileOverlay::from_cells(&run.cells) {
+        set.charts
+            .push((Placement::Run, AnyChart::PercentileOverlay(c)));
     }
     if let Some(c) = errors::ErrorsChart::from_run(run) {
         set.charts.push((Placement::Run, AnyChart::Errors(c)));
@@ -320,6 +326,25 @@ pub fn render_chart<C: Chart>(chart: &C, dir: &Path) -> Result<RenderedChart, Re
 /// A short legend marker: a line segment in `style`.
 pub(crate) fn legend_line(style: ShapeStyle) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
     move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style)
+}
+
+/// Two dashes: the legend marker of a dashed series.
+pub(crate) type Dashes<DB> = plotters::element::ComposedElement<
+    (i32, i32),
+    DB,
+    PathElement<(i32, i32)>,
+    PathElement<(i32, i32)>,
+>;
+
+/// A short legend marker for a dashed series: two dashes in `style`.
+pub(crate) fn legend_dashes<DB: DrawingBackend>(
+    style: ShapeStyle,
+) -> impl Fn((i32, i32)) -> Dashes<DB> {
+    move |(x, y)| {
+        EmptyElement::at((x, y))
+            + PathElement::new(vec![(0, 0), (7, 0)], style)
+            + PathElement::new(vec![(12, 0), (19, 0)], style)
+    }
 }
 
 /// A short legend marker: a filled box in `color`.

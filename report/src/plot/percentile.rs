@@ -177,6 +177,103 @@ impl Chart for PercentileChart {
     }
 }
 
+/// All cells' corrected curves on one nines-scale chart (runs with more than one cell).
+pub struct PercentileOverlay {
+    /// (cell id, corrected curve).
+    pub cells: Vec<(String, Vec<(f64, f64)>)>,
+}
+
+impl PercentileOverlay {
+    pub fn from_cells(cells: &[LoadedCell]) -> Option<Self> {
+        if cells.len() < 2 {
+            return None;
+        }
+        let curves: Vec<(String, Vec<(f64, f64)>)> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                (
+                    c.result.id.clone(),
+                    PercentileChart::from_cell(i, c).corrected,
+                )
+            })
+            .filter(|(_, pts)| !pts.is_empty())
+            .collect();
+        (curves.len() >= 2).then_some(PercentileOverlay { cells: curves })
+    }
+}
+
+impl Chart for PercentileOverlay {
+    fn id(&self) -> String {
+        "percentiles-all-cells".into()
+    }
+
+    fn title(&self) -> String {
+        "Latency by percentile, every cell (corrected)".into()
+    }
+
+    fn series_labels(&self) -> Vec<String> {
+        self.cells.iter().map(|(id, _)| id.clone()).collect()
+    }
+
+    fn size(&self) -> (u32, u32) {
+        (960, 600)
+    }
+
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        let max = self
+            .cells
+            .iter()
+            .flat_map(|(_, pts)| pts.iter().map(|p| p.1))
+            .fold(0.0, f64::max);
+        let mut chart = ChartBuilder::on(area)
+            .caption(self.title(), (FONT, 22))
+            .margin(16)
+            .margin_right(48)
+            .x_label_area_size(48)
+            .y_label_area_size(72)
+            .build_cartesian_2d(
+                Ticked::new(0.0..MAX_NINES, TICKS.to_vec()),
+                0f64..headroom(max),
+            )
+            .map_err(pe)?;
+        chart
+            .configure_mesh()
+            .x_label_formatter(&|x| nines_label(*x))
+            .x_desc("percentile")
+            .y_desc("latency (ms)")
+            .label_style((FONT, 14))
+            .axis_desc_style((FONT, 16))
+            .draw()
+            .map_err(pe)?;
+        for (i, (id, pts)) in self.cells.iter().enumerate() {
+            let style = color(i).stroke_width(2);
+            // past the palette, curves repeat its colours dashed
+            if i < super::PALETTE.len() {
+                chart
+                    .draw_series(LineSeries::new(pts.iter().copied(), style))
+                    .map_err(pe)?
+                    .label(id.as_str())
+                    .legend(legend_line(style));
+            } else {
+                chart
+                    .draw_series(DashedLineSeries::new(pts.iter().copied(), 6, 4, style))
+                    .map_err(pe)?
+                    .label(id.as_str())
+                    .legend(super::legend_dashes(style));
+            }
+        }
+        chart
+            .configure_series_labels()
+            .label_font((FONT, 13))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()
+            .map_err(pe)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -157,7 +157,7 @@ impl Chart for TimelineChart {
                 ))
                 .map_err(pe)?
                 .label(THROTTLED)
-                .legend(legend_line(t.stroke_width(2)));
+                .legend(super::legend_dashes(t.stroke_width(2)));
         }
         chart
             .configure_series_labels()

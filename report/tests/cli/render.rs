@@ -19,6 +19,8 @@ fn every_chart_exists_as_svg_and_png_with_its_series_labels() {
             vec!["request_timeout", "http_5xx"],
         ),
     ];
+    let ids: Vec<&str> = run.cells.iter().map(|c| c.id.as_str()).collect();
+    expected.push(("percentiles-all-cells".to_string(), ids));
     for (i, c) in run.cells.iter().enumerate() {
         let slug = report::format::slug(&c.id);
         expected.push((
@@ -88,7 +90,7 @@ fn report_html_holds_every_chart_inline_and_references_nothing_outside() {
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "svg"))
         .collect::<Vec<_>>();
-    assert_eq!(svgs.len(), 2 + 3 * 4);
+    assert_eq!(svgs.len(), 3 + 3 * 4);
     for svg in &svgs {
         let id = svg.file_stem().unwrap().to_str().unwrap();
         assert!(
