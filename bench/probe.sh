@@ -80,7 +80,7 @@ done
 # medians over the rounds
 jq -rRn '[inputs | split(" ") | map(tonumber)] as $rows
   | def med(i): ($rows | map(.[i]) | sort) as $s | $s[($s|length)/2|floor];
-  | ($rows | map(.[0]/.[1]) | sort) as $fr | ($rows | map(.[2]/.[3]) | sort) as $rr
+    ($rows | map(.[0]/.[1]) | sort) as $fr | ($rows | map(.[2]/.[3]) | sort) as $rr
   | "| median | \(med(0)*100|round/100) | \(med(1)*100|round/100) | \(med(0)/med(1)*100|round/100) | \(med(2)|round) | \(med(3)|round) | \(med(2)/med(3)*100|round/100) |",
     "",
     "median of the per-round ratios: fdatasync p99 \($fr[($fr|length)/2|floor]*100|round/100), randread IOPS \($rr[($rr|length)/2|floor]*100|round/100)"' "$OUT/rows"
