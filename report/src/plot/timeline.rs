@@ -30,7 +30,7 @@ impl TimelineChart {
                 "p99 over time for cell '{}': not drawn, {}",
                 cell.result.id,
                 if cell.hlog_path.is_some() {
-                    "its interval log has no corrected intervals"
+                    "its interval log has no second with a completed request"
                 } else {
                     "it has no interval log"
                 }

@@ -243,3 +243,29 @@ fn cells_sharing_cpu_and_log_mode_are_named_when_left_off_the_headline() {
     assert!(out.not_drawn[0].contains("cell 'h2,cpu=100m' is not drawn"));
     assert!(dir.path().join("plots/latency-vs-cpu-limit.svg").exists());
 }
+
+#[test]
+fn a_cell_that_measured_nothing_renders_without_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut empty = CellSpec::new("empty", Some(100), "off");
+    empty.seconds = 3;
+    empty.rate = 0; // intervals exist, every histogram is empty
+    let mut zero = CellSpec::new("zero-seconds", None, "off");
+    zero.seconds = 0; // no interval at all, no request either
+    let mut run = common::write_run(dir.path(), "empty", &[empty, zero]);
+    run.cells[1].interrupted = true;
+    meshbench_schema::write_json_atomic(&dir.path().join("run.json"), &run).unwrap();
+    let o = bin(&["render", p(dir.path())]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+    assert!(md.contains("| `empty` | 0 |"), "{md}");
+    let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    assert!(
+        html.contains("p99 over time for cell &#39;empty&#39;: not drawn, its interval log has no second with a completed request"),
+        "{html}"
+    );
+    // and a gate on it fails for want of data, it does not pass silently
+    let o = bin(&["gate", p(dir.path()), "--slo", "p99<1s"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("no completed requests"));
+}

@@ -243,7 +243,11 @@ pub fn cell(dir: &Path, index: usize, spec: &CellSpec) -> CellResult {
         duration_s: spec.seconds as f64,
         requests,
         ok,
-        achieved_rate: requests as f64 / spec.seconds as f64,
+        achieved_rate: if spec.seconds == 0 {
+            0.0
+        } else {
+            requests as f64 / spec.seconds as f64
+        },
         errors,
         status_classes: status,
         latency: Latency {
