@@ -3,6 +3,7 @@
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::{category_labels, color, headroom, legend_box, pe, Chart, Ticked, FONT};
 
@@ -77,6 +78,24 @@ impl Chart for FleetChart {
             .map_err(pe)?
             .label(FSYNC)
             .legend(legend_box(f));
+        // a measurement the report does not have is marked, not left blank
+        let na = TextStyle::from((FONT, 13).into_font())
+            .color(&BLACK)
+            .pos(Pos::new(HPos::Center, VPos::Bottom));
+        let steal_top = headroom(steal_max.max(2.5));
+        chart
+            .draw_series(self.nodes.iter().enumerate().flat_map(|(i, x)| {
+                let c = i as f64;
+                let mut v = Vec::new();
+                if x.1.is_none() {
+                    v.push(Text::new("n/a", (c - 0.175, steal_top * 0.02), na.clone()));
+                }
+                if x.2.is_none() {
+                    v.push(Text::new("n/a", (c + 0.175, steal_top * 0.02), na.clone()));
+                }
+                v
+            }))
+            .map_err(pe)?;
         chart
             .configure_series_labels()
             .label_font((FONT, 14))

@@ -135,6 +135,11 @@ fn fleet_table_names_failing_checks_per_node_and_charts_steal_and_fsync() {
     ] {
         assert!(svg.contains(label), "{label}");
     }
+    assert_eq!(
+        svg.matches(">n/a<").count(),
+        1,
+        "node-c's missing fsync is marked"
+    );
     assert!(out.join("fleet.png").exists());
     let html = std::fs::read_to_string(out.join("fleet.html")).unwrap();
     assert!(html.contains("<svg") && !html.contains("<script") && !html.contains("https://"));
