@@ -38,6 +38,7 @@ trap cleanup EXIT
 
 mkdir -p "$WORK/html" "$WORK/logs"
 printf 'ok\n' > "$WORK/html/index.html"
+chmod 755 "$WORK" "$WORK/html"   # the nginx worker runs as nobody
 cat > "$WORK/nginx.conf" <<CONF
 worker_processes 1;
 daemon off;
@@ -63,11 +64,20 @@ CONF
 mkdir -p "$WORK/tmp"
 "$NGINX" -p "$WORK" -c "$WORK/nginx.conf" &
 NGINX_PID=$!
+URL="http://127.0.0.1:$PORT/"
 for _ in $(seq 100); do
-  curl -fsS "http://127.0.0.1:$PORT/" >/dev/null 2>&1 && break
+  curl -fsS "$URL" >/dev/null 2>&1 && break
   sleep 0.05
 done
-URL="http://127.0.0.1:$PORT/"
+curl -fsS "$URL" >/dev/null || { echo "nginx does not answer 200 on $URL" >&2; exit 1; }
+
+# Every figure below must come from successful responses only.
+wrk_ok() { # wrk output
+  if grep -q "Non-2xx" <<<"$1"; then echo "wrk got non-2xx responses:" >&2; echo "$1" >&2; exit 1; fi
+}
+lg_ok() { # summary json file
+  python3 -c "import json,sys; d=json.load(open(sys.argv[1])); n=d['cells'][0]['errors_total']; sys.exit(f'loadgen counted {n} errors: {d[\"warnings\"]}' if n else 0)" "$1"
+}
 
 scenario() { # mode
   cat > "$WORK/s.toml" <<TOML
@@ -96,9 +106,11 @@ echo
 echo "| round | wrk req/s | loadgen req/s | ratio |"
 echo "|---|---|---|---|"
 for r in $(seq "$ROUNDS"); do
-  wrk_rps=$(wrk -t1 -c"$CONNS" -d"$DURATION" "$URL" | awk '/Requests\/sec/ {print $2}')
-  lg_rps=$(lg_json --set load.mode=closed --set load.duration="$DURATION" \
-    | jq_py 'round(d["cells"][0]["achieved_rate"])')
+  out=$(wrk -t1 -c"$CONNS" -d"$DURATION" "$URL"); wrk_ok "$out"
+  wrk_rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  lg_json --set load.mode=closed --set load.duration="$DURATION" > "$WORK/closed.json"
+  lg_ok "$WORK/closed.json"
+  lg_rps=$(jq_py 'round(d["cells"][0]["achieved_rate"])' < "$WORK/closed.json")
   ratio=$(python3 -c "print(f'{$lg_rps/$wrk_rps:.2f}')")
   echo "| $r | $wrk_rps | $lg_rps | $ratio |"
 done
@@ -113,12 +125,13 @@ LUA
 echo "| tool | rate req/s | p50 | p99 | latency measured |"
 echo "|---|---|---|---|---|"
 for r in $(seq "$ROUNDS"); do
-  out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$WORK/pace.lua" "$URL")
+  out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$WORK/pace.lua" "$URL"); wrk_ok "$out"
   wrk_rate=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   wrk_p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   wrk_p99=$(awk '$1=="99%" {print $2}' <<<"$out")
   echo "| wrk (delay() pacing) | $wrk_rate | $wrk_p50 | $wrk_p99 | from its own send |"
   lg_json --set load.mode=open --set load.rate=1000 --set load.duration="$DURATION" > "$WORK/open.json"
+  lg_ok "$WORK/open.json"
   python3 - "$WORK/open.json" <<'PY'
 import json, sys
 c = json.load(open(sys.argv[1]))["cells"][0]
@@ -133,6 +146,7 @@ echo "## 3. peak RSS, open loop 1000 req/s for $RSS_DURATION"
 echo
 /usr/bin/time -v -o "$WORK/time.txt" "$LOADGEN" run "$WORK/s.toml" --json --out "$WORK/out-rss" \
   --set load.mode=open --set load.rate=1000 --set load.duration="$RSS_DURATION" > "$WORK/rss.json"
+lg_ok "$WORK/rss.json"
 rss_kb=$(awk -F: '/Maximum resident set size/ {gsub(/ /,"",$2); print $2}' "$WORK/time.txt")
 reqs=$(jq_py 'd["cells"][0]["requests"]' < "$WORK/rss.json")
 echo "| duration | requests | peak RSS |"

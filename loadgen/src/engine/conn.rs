@@ -69,13 +69,19 @@ impl Sender {
 /// certificate) is the connection task's error.
 pub struct ConnState {
     error: std::sync::Mutex<Option<Failure>>,
+    /// A TLS connection: a death before its first response is the server refusing us.
+    tls: bool,
+    /// Set once a response has arrived on this connection.
+    pub answered: std::sync::atomic::AtomicBool,
     done: tokio::sync::watch::Sender<bool>,
 }
 
 impl ConnState {
-    fn new() -> Arc<ConnState> {
+    fn new(tls: bool) -> Arc<ConnState> {
         Arc::new(ConnState {
             error: std::sync::Mutex::new(None),
+            tls,
+            answered: std::sync::atomic::AtomicBool::new(false),
             done: tokio::sync::watch::channel(false).0,
         })
     }
@@ -91,17 +97,29 @@ impl ConnState {
         let guard = self.error.lock().expect("conn state lock");
         match guard.as_ref() {
             Some(c) if c.class == ErrorClass::Tls => Failure::new(c.class, c.message.clone()),
+            // With TLS 1.3 the server judges the client certificate after the client's
+            // handshake is done; its alert may be lost to a reset or broken pipe. A TLS
+            // connection that dies before its first response was refused at the TLS layer.
+            _ if self.tls && !self.answered.load(std::sync::atomic::Ordering::Relaxed) => {
+                Failure::new(
+                    ErrorClass::Tls,
+                    format!(
+                        "TLS connection closed before its first response (a refused client certificate looks like this in TLS 1.3): {}",
+                        f.message
+                    ),
+                )
+            }
             _ => f,
         }
     }
 }
 
-fn spawn_conn<F, E>(conn: F) -> Arc<ConnState>
+fn spawn_conn<F, E>(conn: F, tls: bool) -> Arc<ConnState>
 where
     F: std::future::Future<Output = Result<(), E>> + Send + 'static,
     E: StdError + Send + Sync + 'static,
 {
-    let state = ConnState::new();
+    let state = ConnState::new(tls);
     let st = state.clone();
     tokio::spawn(async move {
         if let Err(e) = conn.await {
@@ -138,7 +156,7 @@ pub async fn connect(t: &Target) -> Result<Sender, Failure> {
     match &t.tls {
         None => {
             let h2 = t.protocol == Protocol::Http2;
-            handshake(TokioIo::new(tcp), h2).await
+            handshake(TokioIo::new(tcp), h2, false).await
         }
         Some(tls) => {
             let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
@@ -179,12 +197,12 @@ pub async fn connect(t: &Target) -> Result<Sender, Failure> {
                 Some(_) => false,
                 None => t.protocol == Protocol::Http2,
             };
-            handshake(TokioIo::new(stream), h2).await
+            handshake(TokioIo::new(stream), h2, true).await
         }
     }
 }
 
-async fn handshake<IO>(io: TokioIo<IO>, h2: bool) -> Result<Sender, Failure>
+async fn handshake<IO>(io: TokioIo<IO>, h2: bool, tls: bool) -> Result<Sender, Failure>
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -195,7 +213,7 @@ where
             .map_err(|e| failure(&e, "HTTP/2 handshake"))?;
         Ok(Sender {
             kind: SendKind::H2(sender),
-            state: spawn_conn(conn),
+            state: spawn_conn(conn, tls),
         })
     } else {
         let (sender, conn) = http1::handshake(io)
@@ -203,7 +221,7 @@ where
             .map_err(|e| failure(&e, "HTTP/1.1 handshake"))?;
         Ok(Sender {
             kind: SendKind::H1(sender),
-            state: spawn_conn(conn),
+            state: spawn_conn(conn, tls),
         })
     }
 }

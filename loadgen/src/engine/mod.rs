@@ -316,6 +316,8 @@ fn spawn_scheduler(
 ) -> std::thread::JoinHandle<()> {
     let start = rt_start.into_std();
     std::thread::spawn(move || {
+        // Wake on time rather than up to the default 50 µs late.
+        let _ = nix::sys::prctl::set_timerslack(1);
         let mut released: u64 = 0;
         while released < sched.total_tickets {
             if sched.stopped.load(Ordering::Relaxed) {
@@ -520,6 +522,8 @@ pub async fn run_cell(
             }
         }
     }
+    // Lanes also watch `stop` and may all end before the branch above saw it.
+    interrupted |= *stop.borrow();
     sched.stop();
     if let Some(s) = scheduler {
         let _ = tokio::task::spawn_blocking(move || s.join()).await;
@@ -693,6 +697,7 @@ impl Lane {
             SendKind::H2(s) => s.send_request(self.target.request(true)).await,
         }
         .map_err(|e| conn::failure(&e, "request"))?;
+        s.state.answered.store(true, Ordering::Relaxed);
         let status = resp.status().as_u16();
         let subset = self.target.subset_header.as_ref().and_then(|h| {
             resp.headers()
