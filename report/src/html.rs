@@ -44,11 +44,16 @@ fn inline_svg(svg: &str) -> &str {
 }
 
 fn figure(s: &mut String, c: &RenderedChart) {
+    // screen readers announce the chart by its title
+    let svg = inline_svg(&c.svg).replacen(
+        "<svg ",
+        &format!("<svg role=\"img\" aria-label=\"{}\" ", esc(&c.title)),
+        1,
+    );
     let _ = writeln!(
         s,
         "<figure class=\"chart\" id=\"chart-{id}\" data-chart=\"{id}\">\n{svg}\n<figcaption>{title} — series: {labels}. Also as plots/{id}.svg and plots/{id}.png.</figcaption>\n</figure>",
         id = esc(&c.id),
-        svg = inline_svg(&c.svg),
         title = esc(&c.title),
         labels = esc(&c.series_labels.join(", ")),
     );

@@ -98,13 +98,19 @@ fn report_html_holds_every_chart_inline_and_references_nothing_outside() {
             "{id} not inline"
         );
         let body = std::fs::read_to_string(svg).unwrap();
+        // the inline copy gains role/aria-label in its opening tag; the drawing is the same
         let start = body.find("<svg").unwrap();
+        let drawing = start + body[start..].find('>').unwrap() + 1;
         assert!(
-            html.contains(&body[start..start + 200]),
+            html.contains(&body[drawing..body.len().min(drawing + 2000)]),
             "{id}: inline copy differs"
         );
     }
     assert_eq!(html.matches("<svg").count(), svgs.len());
+    assert_eq!(
+        html.matches("<svg role=\"img\" aria-label=").count(),
+        svgs.len()
+    );
     let lower = html.to_lowercase();
     for bad in [
         "http://", "https://", "src=", "url(", "<script", "<link", "@import", "<img", "<iframe",
