@@ -46,7 +46,9 @@ pub enum SchemaError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("{path}: schema version {found} is not supported (this build reads version {supported})")]
+    #[error(
+        "{path}: schema version {found} is not supported (this build reads version {supported})"
+    )]
     Version {
         path: PathBuf,
         found: u32,
