@@ -749,8 +749,16 @@ fn sidecar_process(config_path: &Path) -> Result<(), u8> {
             return Err(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cfg.concurrency)
+    // concurrency 1: one thread does everything (accept, TLS, proxying), as one Envoy
+    // worker does; more: that many workers, with the accept loop on one of them.
+    let mut builder = if cfg.concurrency == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(cfg.concurrency);
+        b
+    };
+    let rt = match builder
         .max_blocking_threads(4)
         .thread_name("sidecar-worker")
         .enable_all()
@@ -790,23 +798,22 @@ fn sidecar_process(config_path: &Path) -> Result<(), u8> {
             let _ = out.flush();
         }
         let log = sidecar.access_log();
-        sidecar
-            .serve(listener, async move {
-                let mut orphan = tokio::time::interval(Duration::from_millis(500));
-                loop {
-                    tokio::select! {
-                        _ = term.recv() => break,
-                        _ = int.recv() => break,
-                        _ = orphan.tick() => {
-                            if nix::unistd::getppid() != parent {
-                                eprintln!("mesh-sidecar: parent exited; stopping");
-                                break;
-                            }
+        let server = tokio::spawn(sidecar.serve(listener, async move {
+            let mut orphan = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tokio::select! {
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                    _ = orphan.tick() => {
+                        if nix::unistd::getppid() != parent {
+                            eprintln!("mesh-sidecar: parent exited; stopping");
+                            break;
                         }
                     }
                 }
-            })
-            .await;
+            }
+        }));
+        let _ = server.await;
         if let Some(e) = log.error() {
             eprintln!("mesh-sidecar: access log write failed: {e}");
         }
