@@ -336,6 +336,55 @@ impl Check for DiskDevice {
 mod tests {
     use super::*;
 
+    fn tree(files: &[(&str, &str)], links: &[(&str, &str)]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for (p, t) in files {
+            let p = d.path().join(p.trim_start_matches('/'));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, t).unwrap();
+        }
+        for (p, t) in links {
+            let p = d.path().join(p.trim_start_matches('/'));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::os::unix::fs::symlink(t, p).unwrap();
+        }
+        d
+    }
+
+    #[test]
+    fn anonymous_device_falls_back_to_the_mount_source() {
+        // /var/lib on overlayfs (0:52) is not a block device; the mount source names one.
+        let d = tree(
+            &[
+                (
+                    "/proc/self/mountinfo",
+                    "1 0 254:1 / / rw - ext4 /dev/vda1 rw\n2 1 0:52 / /var/lib rw - btrfs /dev/vdb rw\n",
+                ),
+                ("/sys/class/block/vdb/dev", "254:16\n"),
+                ("/sys/devices/pci0000:00/0000:00:05.0/virtio3/block/vdb/queue/rotational", "0\n"),
+            ],
+            &[
+                ("/sys/dev/block/254:16", "../../devices/pci0000:00/0000:00:05.0/virtio3/block/vdb"),
+                ("/sys/devices/pci0000:00/0000:00:05.0/virtio3/driver", "../../../../bus/virtio/drivers/virtio_blk"),
+            ],
+        );
+        let h = Host::new(d.path()).unwrap();
+        let disk = resolve(&h, "/var/lib/etcd").unwrap();
+        assert_eq!(disk.dev, "254:16");
+        assert_eq!(disk.name, "vdb");
+        assert_eq!(disk.kind(), "virtio-blk");
+        // the root filesystem: longest prefix is "/"
+        let e = resolve(&h, "/srv").unwrap_err();
+        assert!(e.contains("/sys/dev/block/254:1"), "{e}");
+        // a tmpfs without a /dev source has no disk
+        let d2 = tree(
+            &[("/proc/self/mountinfo", "1 0 0:30 / / rw - tmpfs tmpfs rw\n")],
+            &[],
+        );
+        let e = resolve(&Host::new(d2.path()).unwrap(), "/var/lib").unwrap_err();
+        assert!(e.contains("no block device"), "{e}");
+    }
+
     #[test]
     fn scheduler_selection() {
         assert_eq!(

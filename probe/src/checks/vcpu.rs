@@ -193,7 +193,13 @@ impl Check for Wakeup {
                 "live-only measurement: the root is not /",
             )];
         }
-        let loops = if ctx.quick { 250 } else { 1000 };
+        // at most `loops` sleeps and at most `budget` of wall time, even on a bad node
+        let (loops, budget) = if ctx.quick {
+            (250, Duration::from_millis(500))
+        } else {
+            (1000, Duration::from_secs(2))
+        };
+        let started = Instant::now();
         let interval = Duration::from_millis(1);
         let mut h = match Histogram::<u64>::new_with_bounds(1, 10_000_000, 3) {
             Ok(h) => h,
@@ -211,6 +217,9 @@ impl Check for Wakeup {
             std::thread::sleep(interval);
             let over = t0.elapsed().saturating_sub(interval).as_micros() as u64;
             h.saturating_record(over.max(1));
+            if started.elapsed() >= budget {
+                break;
+            }
         }
         vec![judge_wakeup(&h, ctx.t())]
     }

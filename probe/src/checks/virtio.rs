@@ -233,6 +233,43 @@ mod tests {
     }
 
     #[test]
+    fn bridge_is_followed_to_its_port() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        let mk = |p: &str| std::fs::create_dir_all(r.join(p)).unwrap();
+        let ln = |t: &str, p: &str| std::os::unix::fs::symlink(t, r.join(p)).unwrap();
+        mk("sys/devices/virtual/net/br0/brif");
+        mk("sys/devices/pci0000:00/0000:00:03.0/virtio2/net/ens3");
+        mk("sys/class/net");
+        mk("proc/net");
+        std::fs::write(
+            r.join("proc/net/route"),
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\nbr0\t00000000\t0100000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n",
+        )
+        .unwrap();
+        ln("../../devices/virtual/net/br0", "sys/class/net/br0");
+        ln(
+            "../../devices/pci0000:00/0000:00:03.0/virtio2/net/ens3",
+            "sys/class/net/ens3",
+        );
+        ln(
+            "../../../../devices/pci0000:00/0000:00:03.0/virtio2/net/ens3",
+            "sys/devices/virtual/net/br0/brif/ens3",
+        );
+        ln(
+            "../../../../bus/virtio/drivers/virtio_net",
+            "sys/devices/pci0000:00/0000:00:03.0/virtio2/driver",
+        );
+        let h = Host::new(r).unwrap();
+        assert_eq!(default_route_iface(&h).unwrap(), "br0");
+        let (iface, drivers) = nic_drivers(&h, "br0", 0).unwrap();
+        assert_eq!(iface, "ens3");
+        assert_eq!(drivers, ["virtio_net"]);
+        let f = judge(&NET_RULE, &iface, &drivers, Some(true));
+        assert_eq!(f.verdict, Verdict::Pass);
+    }
+
+    #[test]
     fn classes_and_verdicts() {
         assert_eq!(
             classify(&v(&["virtio_net", "virtio-pci"]), PV_NET, EMULATED_NET).0,
