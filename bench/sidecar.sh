@@ -171,7 +171,7 @@ d99 = med("direct", 3)
 print(f"at {sys.argv[2]} req/s over {sys.argv[3]} connections, medians of {len(by['direct'])} rounds:")
 print(f"{'target':8} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'added p99 ms':>13} {'proxy CPU ms/run':>17}")
 for t in ("direct", "sidecar", "nginx"):
-    cpu = "-" if t == "direct" else f"{med(t, 6):.0f}"
+    cpu = "-" if t == "direct" else f"{med(t, 7):.0f}"
     print(f"{t:8} {med(t,2)/1000:8.2f} {med(t,3)/1000:8.2f} {med(t,4)/1000:9.2f} "
           f"{'-' if t == 'direct' else f'{(med(t,3) - d99)/1000:.2f}':>13} {cpu:>17}")
 s, n = med("sidecar", 3) - d99, med("nginx", 3) - d99

@@ -453,6 +453,10 @@ pub fn sidecar_summary(run: &RunResult) -> String {
     for c in &run.cells {
         let Some(s) = &c.sidecar else { continue };
         let cpu = match &s.cpu_stat {
+            Some(st) if c.settings.sidecar_cpu_millis.is_none() => format!(
+                "cpu {:.0}m used (no limit)",
+                st.usage_usec as f64 / 1000.0 / c.duration_s.max(1e-9)
+            ),
             Some(st) => {
                 let secs = c.duration_s.max(1e-9);
                 format!(
