@@ -535,3 +535,50 @@ fn a_real_mesh_gets_the_same_checks() {
     );
     running.down().unwrap();
 }
+
+#[test]
+fn a_second_sigint_exits_at_once_and_still_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = cgroups_writable();
+    let cpu = if limits { "[\"300m\"]" } else { "[\"none\"]" };
+    let marker = format!("x-twice-{}", std::process::id());
+    let sc = scenario(
+        dir.path(),
+        &marker,
+        &format!("sidecar_cpu = {cpu}\naccess_log = [\"off\"]"),
+        "rate = 50\nconnections = 2\nduration = \"60s\"",
+    );
+    let out = dir.path().join("twice");
+    let mut child = bin()
+        .args(["run", sc.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut reap = Reap(Some(pid));
+    let t0 = Instant::now();
+    while processes_with(&marker).len() < 2 || (limits && cgroups_of(pid).is_empty()) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "mesh did not come up"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "loadgen exited early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let int = || {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap()
+    };
+    int();
+    // the first one is being handled (the cell drains); the second exits at once
+    std::thread::sleep(Duration::from_millis(200));
+    int();
+    assert_eq!(wait(&mut child, Duration::from_secs(30)).code(), Some(130));
+    reap.0 = None;
+    assert_nothing_left(&marker, &out, pid);
+}
