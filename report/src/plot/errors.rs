@@ -4,7 +4,9 @@
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::{category_labels, color, headroom, legend_box, pe, Chart, Ticked, FONT};
+use super::{
+    category_labels, color, draw_legend, draw_mesh, frame, headroom, legend_box, pe, Chart, Ticked,
+};
 use crate::load::LoadedRun;
 
 pub struct ErrorsChart {
@@ -73,24 +75,19 @@ impl Chart for ErrorsChart {
         let mut names = self.cells.clone();
         names.reverse();
         let y_fmt = category_labels(names);
-        let mut chart = ChartBuilder::on(area)
-            .caption(self.title(), (FONT, 22))
-            .margin(16)
+        let mut chart = frame(area, &self.title(), (longest as u32 * 8 + 24).min(420))
             .margin_right(32)
-            .x_label_area_size(48)
-            .y_label_area_size((longest as u32 * 8 + 24).min(420))
             .build_cartesian_2d(0f64..headroom(max), Ticked::categories(n))
             .map_err(pe)?;
-        chart
-            .configure_mesh()
-            .disable_y_mesh()
-            .y_label_formatter(&y_fmt)
-            .x_label_formatter(&|v| format!("{v:.0}"))
-            .x_desc("failed requests")
-            .label_style((FONT, 13))
-            .axis_desc_style((FONT, 16))
-            .draw()
-            .map_err(pe)?;
+        draw_mesh(
+            chart
+                .configure_mesh()
+                .disable_y_mesh()
+                .y_label_formatter(&y_fmt)
+                .x_label_formatter(&|v| format!("{v:.0}"))
+                .x_desc("failed requests"),
+            13,
+        )?;
         let height = 0.8 / k as f64;
         for (j, (class, counts)) in self.classes.iter().enumerate() {
             let c = color(j + 3);
@@ -110,13 +107,6 @@ impl Chart for ErrorsChart {
                 .label(*class)
                 .legend(legend_box(c));
         }
-        chart
-            .configure_series_labels()
-            .label_font((FONT, 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(pe)
+        draw_legend(&mut chart, 14, SeriesLabelPosition::UpperRight)
     }
 }

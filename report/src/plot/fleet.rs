@@ -5,7 +5,10 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::{category_labels, color, headroom, legend_box, pe, Chart, Ticked, FONT};
+use super::{
+    category_labels, color, draw_legend, draw_mesh, draw_right_axis, frame, half_bar, headroom,
+    legend_box, pe, Chart, Ticked, FONT,
+};
 
 pub struct FleetChart {
     /// (node, steal %, fsync p99 ms).
@@ -35,46 +38,39 @@ impl Chart for FleetChart {
         let names: Vec<String> = self.nodes.iter().map(|x| x.0.clone()).collect();
         let x_fmt = category_labels(names);
         let x_range = || Ticked::categories(n);
-        let mut chart = ChartBuilder::on(area)
-            .caption(self.title(), (FONT, 22))
-            .margin(16)
-            .x_label_area_size(48)
-            .y_label_area_size(72)
+        let mut chart = frame(area, &self.title(), 72)
             .right_y_label_area_size(72)
             .build_cartesian_2d(x_range(), 0f64..headroom(steal_max.max(2.5)))
             .map_err(pe)?
             .set_secondary_coord(x_range(), 0f64..headroom(fsync_max.max(1.0)));
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_label_formatter(&x_fmt)
-            .x_desc("node")
-            .y_desc("CPU steal (%)")
-            .label_style((FONT, 14))
-            .axis_desc_style((FONT, 16))
-            .draw()
-            .map_err(pe)?;
-        chart
-            .configure_secondary_axes()
-            .y_desc("fdatasync p99 (ms)")
-            .label_style((FONT, 14))
-            .axis_desc_style((FONT, 16))
-            .draw()
-            .map_err(pe)?;
+        draw_mesh(
+            chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .x_label_formatter(&x_fmt)
+                .x_desc("node")
+                .y_desc("CPU steal (%)"),
+            14,
+        )?;
+        draw_right_axis(&mut chart.configure_secondary_axes(), "fdatasync p99 (ms)")?;
         let (s, f) = (color(0), color(1));
         chart
-            .draw_series(self.nodes.iter().enumerate().filter_map(|(i, x)| {
-                let c = i as f64;
-                x.1.map(|v| Rectangle::new([(c - 0.35, 0.0), (c, v)], s.filled()))
-            }))
+            .draw_series(
+                self.nodes
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, x)| x.1.map(|v| half_bar(i, true, v, s))),
+            )
             .map_err(pe)?
             .label(STEAL)
             .legend(legend_box(s));
         chart
-            .draw_secondary_series(self.nodes.iter().enumerate().filter_map(|(i, x)| {
-                let c = i as f64;
-                x.2.map(|v| Rectangle::new([(c, 0.0), (c + 0.35, v)], f.filled()))
-            }))
+            .draw_secondary_series(
+                self.nodes
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, x)| x.2.map(|v| half_bar(i, false, v, f))),
+            )
             .map_err(pe)?
             .label(FSYNC)
             .legend(legend_box(f));
@@ -96,13 +92,6 @@ impl Chart for FleetChart {
                 v
             }))
             .map_err(pe)?;
-        chart
-            .configure_series_labels()
-            .label_font((FONT, 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
-            .map_err(pe)
+        draw_legend(&mut chart, 14, SeriesLabelPosition::UpperLeft)
     }
 }

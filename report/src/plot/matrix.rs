@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::{category_labels, color, headroom, legend_line, pe, Chart, Ticked, FONT};
+use super::{
+    category_labels, color, draw_legend, draw_line, draw_mesh, frame, headroom, pe, Chart, Ticked,
+};
 use crate::format::cpu_label;
 use crate::load::LoadedRun;
 
@@ -128,45 +130,27 @@ impl Chart for MatrixChart {
         let ticks: Vec<f64> = (0..n).map(|i| i as f64).collect();
         let labels: Vec<String> = self.cpu.iter().map(|(_, l)| l.clone()).collect();
         let x_fmt = category_labels(labels);
-        let mut chart = ChartBuilder::on(area)
-            .caption(self.title(), (FONT, 22))
-            .margin(16)
-            .x_label_area_size(48)
-            .y_label_area_size(72)
+        let mut chart = frame(area, &self.title(), 72)
             .build_cartesian_2d(
                 Ticked::new(-0.4..(n as f64 - 0.6), ticks),
                 0f64..headroom(hi),
             )
             .map_err(pe)?;
-        chart
-            .configure_mesh()
-            .x_label_formatter(&x_fmt)
-            .x_desc("sidecar CPU limit (millicores)")
-            .y_desc("latency (ms)")
-            .label_style((FONT, 14))
-            .axis_desc_style((FONT, 16))
-            .draw()
-            .map_err(pe)?;
+        draw_mesh(
+            chart
+                .configure_mesh()
+                .x_label_formatter(&x_fmt)
+                .x_desc("sidecar CPU limit (millicores)")
+                .y_desc("latency (ms)"),
+            14,
+        )?;
         for (mi, (mode, by_p)) in self.lines.iter().enumerate() {
             let c = color(mi);
             for (p, width, dashed) in PERCENTILES {
                 let Some(pts) = by_p.get(p) else { continue };
                 let pts: Vec<(f64, f64)> = pts.iter().map(|&(i, v)| (i as f64, v)).collect();
                 let style = c.stroke_width(width);
-                let label = format!("{mode} {p}");
-                if dashed {
-                    chart
-                        .draw_series(DashedLineSeries::new(pts.clone(), 6, 4, style))
-                        .map_err(pe)?
-                        .label(label)
-                        .legend(super::legend_dashes(style));
-                } else {
-                    chart
-                        .draw_series(LineSeries::new(pts.clone(), style))
-                        .map_err(pe)?
-                        .label(label)
-                        .legend(legend_line(style));
-                }
+                draw_line(&mut chart, &pts, style, format!("{mode} {p}"), dashed)?;
                 chart
                     .draw_series(
                         pts.iter()
@@ -175,13 +159,6 @@ impl Chart for MatrixChart {
                     .map_err(pe)?;
             }
         }
-        chart
-            .configure_series_labels()
-            .label_font((FONT, 13))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(pe)
+        draw_legend(&mut chart, 13, SeriesLabelPosition::UpperRight)
     }
 }

@@ -14,7 +14,9 @@ pub mod timeline;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use plotters::coord::Shift;
+use plotters::chart::{MeshStyle, SecondaryMeshStyle};
+use plotters::coord::ranged1d::ValueFormatter;
+use plotters::coord::{CoordTranslate, Shift};
 use plotters::prelude::*;
 
 use crate::load::LoadedRun;
@@ -350,6 +352,111 @@ pub(crate) fn legend_dashes<DB: DrawingBackend>(
 /// A short legend marker: a filled box in `color`.
 pub(crate) fn legend_box(color: RGBColor) -> impl Fn((i32, i32)) -> Rectangle<(i32, i32)> {
     move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
+}
+
+/// The frame every chart shares: its title as caption, 16 px margins, a 48 px x label
+/// area and a left label area `y_labels` wide. Callers add what differs (a wider right
+/// margin, a right axis) and build the coordinates.
+pub(crate) fn frame<'a, 'b, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    title: &str,
+    y_labels: u32,
+) -> ChartBuilder<'a, 'b, DB> {
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .caption(title, (FONT, 22))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(y_labels);
+    builder
+}
+
+/// Draw the axes configured in `mesh` (descriptions, formatters) in the shared fonts:
+/// tick labels `label_size` px, axis descriptions 16 px.
+pub(crate) fn draw_mesh<X, Y, DB>(
+    mesh: &mut MeshStyle<'_, '_, X, Y, DB>,
+    label_size: u32,
+) -> Result<(), String>
+where
+    X: Ranged + ValueFormatter<<X as Ranged>::ValueType>,
+    Y: Ranged + ValueFormatter<<Y as Ranged>::ValueType>,
+    DB: DrawingBackend,
+{
+    mesh.label_style((FONT, label_size))
+        .axis_desc_style((FONT, 16))
+        .draw()
+        .map_err(pe)
+}
+
+/// Draw the right-hand y axis of a chart with a secondary coordinate system.
+pub(crate) fn draw_right_axis<X, Y, DB>(
+    axis: &mut SecondaryMeshStyle<'_, '_, X, Y, DB>,
+    desc: &str,
+) -> Result<(), String>
+where
+    X: Ranged + ValueFormatter<<X as Ranged>::ValueType>,
+    Y: Ranged + ValueFormatter<<Y as Ranged>::ValueType>,
+    DB: DrawingBackend,
+{
+    axis.y_desc(desc)
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 16))
+        .draw()
+        .map_err(pe)
+}
+
+/// Draw the legend of every labelled series: `label_size` px text on a translucent white
+/// box with a black border, at `position`.
+pub(crate) fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    label_size: u32,
+    position: SeriesLabelPosition,
+) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .label_font((FONT, label_size))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(position)
+        .draw()
+        .map_err(pe)
+}
+
+/// A labelled line series: solid, or dashed (6 px dashes, 4 px gaps) with a dashed legend
+/// marker.
+pub(crate) fn draw_line<'a, DB: DrawingBackend + 'a, X, Y>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+    points: &[(f64, f64)],
+    style: ShapeStyle,
+    label: impl Into<String>,
+    dashed: bool,
+) -> Result<(), String>
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    if dashed {
+        chart
+            .draw_series(DashedLineSeries::new(points.iter().copied(), 6, 4, style))
+            .map_err(pe)?
+            .label(label)
+            .legend(legend_dashes(style));
+    } else {
+        chart
+            .draw_series(LineSeries::new(points.iter().copied(), style))
+            .map_err(pe)?
+            .label(label)
+            .legend(legend_line(style));
+    }
+    Ok(())
+}
+
+/// One of the two bars of category `i`: the left one (`i - 0.35 .. i`) or the right one
+/// (`i .. i + 0.35`), from 0 up to `value`.
+pub(crate) fn half_bar(i: usize, left: bool, value: f64, color: RGBColor) -> Rectangle<(f64, f64)> {
+    let x = i as f64;
+    let (x0, x1) = if left { (x - 0.35, x) } else { (x, x + 0.35) };
+    Rectangle::new([(x0, 0.0), (x1, value)], color.filled())
 }
 
 /// Upper end of a y axis showing values up to `max` (never an empty range).

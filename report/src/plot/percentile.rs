@@ -3,10 +3,13 @@
 //! as HdrHistogram's percentile plotter draws it.
 
 use hdrhistogram::Histogram;
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::{color, headroom, legend_line, pe, Chart, Ticked, FONT};
+use super::{
+    color, draw_legend, draw_line, draw_mesh, frame, headroom, pe, Chart, Ticked, PALETTE,
+};
 use crate::format::slug;
 use crate::load::LoadedCell;
 
@@ -126,55 +129,39 @@ impl Chart for PercentileChart {
             .chain(&self.uncorrected)
             .map(|p| p.1)
             .fold(0.0, f64::max);
-        let mut chart = ChartBuilder::on(area)
-            .caption(self.title(), (FONT, 22))
-            .margin(16)
-            .margin_right(48)
-            .x_label_area_size(48)
-            .y_label_area_size(72)
-            .build_cartesian_2d(
-                Ticked::new(0.0..MAX_NINES, TICKS.to_vec()),
-                0f64..headroom(max),
-            )
-            .map_err(pe)?;
+        let mut chart = nines_chart(area, &self.title(), max)?;
+        let c = color(0).stroke_width(3);
+        draw_line(&mut chart, &self.corrected, c, CORRECTED, false)?;
+        if !self.uncorrected.is_empty() {
+            let u = color(1).stroke_width(2);
+            draw_line(&mut chart, &self.uncorrected, u, UNCORRECTED, false)?;
+        }
+        draw_legend(&mut chart, 14, SeriesLabelPosition::UpperLeft)
+    }
+}
+
+/// A chart with the nines x axis (0 % .. 99.999 %) and latency in ms up to `max`.
+fn nines_chart<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    title: &str,
+    max: f64,
+) -> Result<ChartContext<'a, DB, Cartesian2d<Ticked, RangedCoordf64>>, String> {
+    let mut chart = frame(area, title, 72)
+        .margin_right(48)
+        .build_cartesian_2d(
+            Ticked::new(0.0..MAX_NINES, TICKS.to_vec()),
+            0f64..headroom(max),
+        )
+        .map_err(pe)?;
+    draw_mesh(
         chart
             .configure_mesh()
             .x_label_formatter(&|x| nines_label(*x))
             .x_desc("percentile")
-            .y_desc("latency (ms)")
-            .label_style((FONT, 14))
-            .axis_desc_style((FONT, 16))
-            .draw()
-            .map_err(pe)?;
-        let c = color(0);
-        chart
-            .draw_series(LineSeries::new(
-                self.corrected.iter().copied(),
-                c.stroke_width(3),
-            ))
-            .map_err(pe)?
-            .label(CORRECTED)
-            .legend(legend_line(c.stroke_width(3)));
-        if !self.uncorrected.is_empty() {
-            let u = color(1);
-            chart
-                .draw_series(LineSeries::new(
-                    self.uncorrected.iter().copied(),
-                    u.stroke_width(2),
-                ))
-                .map_err(pe)?
-                .label(UNCORRECTED)
-                .legend(legend_line(u.stroke_width(2)));
-        }
-        chart
-            .configure_series_labels()
-            .label_font((FONT, 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
-            .map_err(pe)
-    }
+            .y_desc("latency (ms)"),
+        14,
+    )?;
+    Ok(chart)
 }
 
 /// All cells' corrected curves on one nines-scale chart (runs with more than one cell).
@@ -226,51 +213,13 @@ impl Chart for PercentileOverlay {
             .iter()
             .flat_map(|(_, pts)| pts.iter().map(|p| p.1))
             .fold(0.0, f64::max);
-        let mut chart = ChartBuilder::on(area)
-            .caption(self.title(), (FONT, 22))
-            .margin(16)
-            .margin_right(48)
-            .x_label_area_size(48)
-            .y_label_area_size(72)
-            .build_cartesian_2d(
-                Ticked::new(0.0..MAX_NINES, TICKS.to_vec()),
-                0f64..headroom(max),
-            )
-            .map_err(pe)?;
-        chart
-            .configure_mesh()
-            .x_label_formatter(&|x| nines_label(*x))
-            .x_desc("percentile")
-            .y_desc("latency (ms)")
-            .label_style((FONT, 14))
-            .axis_desc_style((FONT, 16))
-            .draw()
-            .map_err(pe)?;
+        let mut chart = nines_chart(area, &self.title(), max)?;
         for (i, (id, pts)) in self.cells.iter().enumerate() {
-            let style = color(i).stroke_width(2);
             // past the palette, curves repeat its colours dashed
-            if i < super::PALETTE.len() {
-                chart
-                    .draw_series(LineSeries::new(pts.iter().copied(), style))
-                    .map_err(pe)?
-                    .label(id.as_str())
-                    .legend(legend_line(style));
-            } else {
-                chart
-                    .draw_series(DashedLineSeries::new(pts.iter().copied(), 6, 4, style))
-                    .map_err(pe)?
-                    .label(id.as_str())
-                    .legend(super::legend_dashes(style));
-            }
+            let style = color(i).stroke_width(2);
+            draw_line(&mut chart, pts, style, id.as_str(), i >= PALETTE.len())?;
         }
-        chart
-            .configure_series_labels()
-            .label_font((FONT, 13))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
-            .map_err(pe)
+        draw_legend(&mut chart, 13, SeriesLabelPosition::UpperLeft)
     }
 }
 

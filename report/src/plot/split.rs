@@ -4,7 +4,10 @@
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::{category_labels, color, headroom, legend_box, pe, Chart, Ticked, FONT};
+use super::{
+    category_labels, color, draw_legend, draw_mesh, frame, half_bar, headroom, legend_box, pe,
+    Chart, Ticked,
+};
 use crate::format::slug;
 use crate::load::LoadedCell;
 use meshbench_schema::{CheckStatus, RunResult};
@@ -94,50 +97,42 @@ impl Chart for SplitChart {
             .fold(0.0, f64::max);
         let names: Vec<String> = self.subsets.iter().map(|s| s.0.clone()).collect();
         let x_fmt = category_labels(names);
-        let mut chart = ChartBuilder::on(area)
-            .caption(self.title(), (FONT, 22))
-            .margin(16)
-            .x_label_area_size(48)
-            .y_label_area_size(80)
+        let mut chart = frame(area, &self.title(), 80)
             .build_cartesian_2d(Ticked::categories(n), 0f64..headroom(max))
             .map_err(pe)?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_label_formatter(&x_fmt)
-            .y_label_formatter(&|v| format!("{v:.0}"))
-            .x_desc("subset")
-            .y_desc("requests")
-            .label_style((FONT, 14))
-            .axis_desc_style((FONT, 16))
-            .draw()
-            .map_err(pe)?;
+        draw_mesh(
+            chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .x_label_formatter(&x_fmt)
+                .y_label_formatter(&|v| format!("{v:.0}"))
+                .x_desc("subset")
+                .y_desc("requests"),
+            14,
+        )?;
         let (o, e) = (color(0), color(7));
         chart
-            .draw_series(self.subsets.iter().enumerate().map(|(i, s)| {
-                let x = i as f64;
-                Rectangle::new([(x - 0.35, 0.0), (x, s.1 as f64)], o.filled())
-            }))
+            .draw_series(
+                self.subsets
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| half_bar(i, true, s.1 as f64, o)),
+            )
             .map_err(pe)?
             .label(OBSERVED)
             .legend(legend_box(o));
         if self.subsets.iter().any(|s| s.2.is_some()) {
             chart
-                .draw_series(self.subsets.iter().enumerate().filter_map(|(i, s)| {
-                    let x = i as f64;
-                    s.2.map(|v| Rectangle::new([(x, 0.0), (x + 0.35, v)], e.filled()))
-                }))
+                .draw_series(
+                    self.subsets
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, s)| s.2.map(|v| half_bar(i, false, v, e))),
+                )
                 .map_err(pe)?
                 .label(EXPECTED)
                 .legend(legend_box(e));
         }
-        chart
-            .configure_series_labels()
-            .label_font((FONT, 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(pe)
+        draw_legend(&mut chart, 14, SeriesLabelPosition::UpperRight)
     }
 }

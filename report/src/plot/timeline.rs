@@ -4,7 +4,9 @@
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::{color, headroom, legend_line, pe, Chart, FONT};
+use super::{
+    color, draw_legend, draw_line, draw_mesh, draw_right_axis, frame, headroom, pe, Chart,
+};
 use crate::format::slug;
 use crate::load::LoadedCell;
 
@@ -105,49 +107,29 @@ impl Chart for TimelineChart {
             .map(|p| p.1)
             .fold(0.0, f64::max);
         let thr_max = self.throttled.iter().map(|p| p.1).fold(0.0, f64::max);
-        let mut chart = ChartBuilder::on(area)
-            .caption(self.title(), (FONT, 22))
-            .margin(16)
-            .x_label_area_size(48)
-            .y_label_area_size(72)
+        let mut chart = frame(area, &self.title(), 72)
             .right_y_label_area_size(if self.throttled.is_empty() { 0 } else { 72 })
             .build_cartesian_2d(0f64..t_max, 0f64..headroom(y_max))
             .map_err(pe)?
             .set_secondary_coord(0f64..t_max, 0f64..headroom(thr_max.max(1.0)));
-        chart
-            .configure_mesh()
-            .x_desc("time in measured window (s)")
-            .y_desc("p99 latency (ms)")
-            .label_style((FONT, 14))
-            .axis_desc_style((FONT, 16))
-            .draw()
-            .map_err(pe)?;
-        let c = color(0);
-        chart
-            .draw_series(LineSeries::new(self.p99.iter().copied(), c.stroke_width(2)))
-            .map_err(pe)?
-            .label(P99)
-            .legend(legend_line(c.stroke_width(2)));
-        if !self.p99_uncorrected.is_empty() {
-            let u = color(1);
+        draw_mesh(
             chart
-                .draw_series(LineSeries::new(
-                    self.p99_uncorrected.iter().copied(),
-                    u.stroke_width(1),
-                ))
-                .map_err(pe)?
-                .label(P99_U)
-                .legend(legend_line(u.stroke_width(1)));
+                .configure_mesh()
+                .x_desc("time in measured window (s)")
+                .y_desc("p99 latency (ms)"),
+            14,
+        )?;
+        draw_line(&mut chart, &self.p99, color(0).stroke_width(2), P99, false)?;
+        if !self.p99_uncorrected.is_empty() {
+            let u = color(1).stroke_width(1);
+            draw_line(&mut chart, &self.p99_uncorrected, u, P99_U, false)?;
         }
         if !self.throttled.is_empty() {
             let t = color(3);
-            chart
-                .configure_secondary_axes()
-                .y_desc("throttled (ms per s)")
-                .label_style((FONT, 14))
-                .axis_desc_style((FONT, 16))
-                .draw()
-                .map_err(pe)?;
+            draw_right_axis(
+                &mut chart.configure_secondary_axes(),
+                "throttled (ms per s)",
+            )?;
             chart
                 .draw_secondary_series(DashedLineSeries::new(
                     self.throttled.clone(),
@@ -159,13 +141,6 @@ impl Chart for TimelineChart {
                 .label(THROTTLED)
                 .legend(super::legend_dashes(t.stroke_width(2)));
         }
-        chart
-            .configure_series_labels()
-            .label_font((FONT, 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(pe)
+        draw_legend(&mut chart, 14, SeriesLabelPosition::UpperRight)
     }
 }
