@@ -10,6 +10,7 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
 use meshbench_schema::{Finding, MeasuredValue, ProbeReport, Verdict};
 
 use crate::format::{html as esc, md};
+use crate::html::inline_svg;
 use crate::plot::fleet::FleetChart;
 use crate::plot::{render_chart, RenderedChart};
 use crate::ReportError;
@@ -253,15 +254,11 @@ pub fn html(f: &Fleet, chart: &RenderedChart) -> String {
         }
         s.push_str("</tr>\n");
     }
-    let svg = chart
-        .svg
-        .find("<svg")
-        .map(|i| &chart.svg[i..])
-        .unwrap_or(&chart.svg);
     let _ = write!(
         s,
-        "</table>\n<figure class=\"chart\" data-chart=\"{}\">{svg}<figcaption>{}</figcaption></figure></body></html>\n",
+        "</table>\n<figure class=\"chart\" data-chart=\"{}\">{}<figcaption>{}</figcaption></figure></body></html>\n",
         esc(&chart.id),
+        inline_svg(&chart.svg),
         esc(&chart.title)
     );
     s

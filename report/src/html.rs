@@ -36,7 +36,7 @@ fn status_html(s: CheckStatus) -> &'static str {
 }
 
 /// The chart's SVG without any XML prologue, ready to sit inside HTML.
-fn inline_svg(svg: &str) -> &str {
+pub(crate) fn inline_svg(svg: &str) -> &str {
     match svg.find("<svg") {
         Some(i) => &svg[i..],
         None => svg,

@@ -38,24 +38,9 @@ impl Hlog {
 
     /// Every interval of `tag` added into one histogram: the whole-cell distribution.
     pub fn total(&self, tag: &str) -> Option<Histogram<u64>> {
-        let mut total: Option<Histogram<u64>> = None;
-        for i in self
-            .intervals
-            .iter()
-            .filter(|i| i.tag.as_deref() == Some(tag))
-        {
-            match total.as_mut() {
-                None => {
-                    let mut h = Histogram::new_from(&i.hist);
-                    h.auto(true);
-                    // auto-resizing histograms accept any value, so add cannot fail
-                    let _ = h.add(&i.hist);
-                    total = Some(h);
-                }
-                Some(h) => {
-                    let _ = h.add(&i.hist);
-                }
-            }
+        let mut total = None;
+        for i in self.tagged(tag) {
+            add_into(&mut total, &i.hist);
         }
         total
     }
@@ -67,29 +52,39 @@ impl Hlog {
             return Vec::new();
         };
         let mut by_second: BTreeMap<i64, Histogram<u64>> = BTreeMap::new();
-        for i in self
-            .intervals
-            .iter()
-            .filter(|i| i.tag.as_deref() == Some(tag))
-        {
+        for i in self.tagged(tag) {
             let key = ((i.start_s - first) * 1000.0).round() as i64;
-            match by_second.get_mut(&key) {
-                Some(h) => {
-                    let _ = h.add(&i.hist);
-                }
-                None => {
-                    let mut h = Histogram::new_from(&i.hist);
-                    h.auto(true);
-                    let _ = h.add(&i.hist);
-                    by_second.insert(key, h);
-                }
-            }
+            let sum = by_second.entry(key).or_insert_with(|| empty_sum(&i.hist));
+            add(sum, &i.hist);
         }
         by_second
             .into_iter()
             .map(|(k, h)| (k as f64 / 1000.0, h))
             .collect()
     }
+
+    fn tagged<'a>(&'a self, tag: &'a str) -> impl Iterator<Item = &'a Interval> + 'a {
+        self.intervals
+            .iter()
+            .filter(move |i| i.tag.as_deref() == Some(tag))
+    }
+}
+
+/// An empty auto-resizing histogram with the precision of `like`, to add intervals into.
+pub(crate) fn empty_sum(like: &Histogram<u64>) -> Histogram<u64> {
+    let mut sum = Histogram::new_from(like);
+    sum.auto(true);
+    sum
+}
+
+/// Add `h` into `sum`, a histogram from [`empty_sum`]: auto-resizing, so it cannot fail.
+pub(crate) fn add(sum: &mut Histogram<u64>, h: &Histogram<u64>) {
+    let _ = sum.add(h);
+}
+
+/// Add `h` into the sum in `slot`, starting it when there is none yet.
+fn add_into(slot: &mut Option<Histogram<u64>>, h: &Histogram<u64>) {
+    add(slot.get_or_insert_with(|| empty_sum(h)), h);
 }
 
 /// Decode an interval log one interval at a time, in file order, handing each to
@@ -171,41 +166,17 @@ struct TagAccumulator {
 /// How far out of order intervals may arrive and still be merged into their second.
 pub const REORDER_WINDOW_MS: i64 = 5_000;
 
-fn add_into(slot: &mut Option<Histogram<u64>>, h: &Histogram<u64>) {
-    match slot {
-        Some(t) => {
-            // auto-resizing: add cannot fail
-            let _ = t.add(h);
-        }
-        None => {
-            let mut t = Histogram::new_from(h);
-            t.auto(true);
-            let _ = t.add(h);
-            *slot = Some(t);
-        }
-    }
-}
-
 impl TagAccumulator {
     fn add(&mut self, start_s: f64, h: Histogram<u64>) {
         add_into(&mut self.total, &h);
         let key = (start_s * 1000.0).round() as i64;
-        match self.open.get_mut(&key) {
-            Some(o) => {
-                let _ = o.add(&h);
-            }
-            None => {
-                let mut o = h;
-                o.auto(true);
-                self.open.insert(key, o);
-            }
-        }
+        add(self.open.entry(key).or_insert_with(|| empty_sum(&h)), &h);
         let newest = *self.open.keys().next_back().unwrap_or(&key);
-        while let Some((&k, _)) = self.open.first_key_value() {
-            if k >= newest - REORDER_WINDOW_MS {
+        while let Some(oldest) = self.open.first_entry() {
+            if *oldest.key() >= newest - REORDER_WINDOW_MS {
                 break;
             }
-            let (k, h) = self.open.pop_first().expect("non-empty");
+            let (k, h) = oldest.remove_entry();
             self.close(k, &h);
         }
     }

@@ -11,7 +11,7 @@ use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
 
-use crate::load::{for_each_interval, Hlog};
+use crate::load::{add, empty_sum, for_each_interval};
 use crate::ReportError;
 
 /// What a merge read and wrote.
@@ -58,33 +58,11 @@ fn add_interval(
     duration_s: f64,
     h: &Histogram<u64>,
 ) {
-    match merged.get_mut(&(tag.clone(), sec)) {
-        Some((m, d)) => {
-            // auto-resizing: add cannot fail
-            let _ = m.add(h);
-            *d = d.max(duration_s);
-        }
-        None => {
-            let mut m = Histogram::new_from(h);
-            m.auto(true);
-            let _ = m.add(h);
-            merged.insert((tag, sec), (m, duration_s));
-        }
-    }
-}
-
-/// Merge decoded logs into (tag, second) -> histogram, plus the earliest start second.
-pub fn merge_logs(logs: &[Hlog]) -> (Merged, i64) {
-    let mut out: Merged = BTreeMap::new();
-    let mut first = i64::MAX;
-    for log in logs {
-        for i in &log.intervals {
-            let sec = i.start_s.round() as i64;
-            first = first.min(sec);
-            add_interval(&mut out, i.tag.clone(), sec, i.duration_s, &i.hist);
-        }
-    }
-    (out, if first == i64::MAX { 0 } else { first })
+    let (sum, longest) = merged
+        .entry((tag, sec))
+        .or_insert_with(|| (empty_sum(h), duration_s));
+    add(sum, h);
+    *longest = longest.max(duration_s);
 }
 
 /// Read every input, merge, and write `out` atomically.
@@ -135,7 +113,11 @@ pub fn merge(out: &Path, inputs: &[PathBuf]) -> Result<MergeSummary, ReportError
             w.write_histogram(
                 h,
                 start,
-                Duration::from_secs_f64(dur.max(0.0)),
+                Duration::try_from_secs_f64(dur.max(0.0)).map_err(|_| {
+                    write_err(format!(
+                        "an input interval lasts {dur} s, too long to write"
+                    ))
+                })?,
                 tag.as_deref().and_then(Tag::new),
             )
             .map_err(|e| write_err(format!("{e:?}")))?;
