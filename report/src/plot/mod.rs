@@ -294,7 +294,8 @@ pub fn render_chart<C: Chart>(chart: &C, dir: &Path) -> Result<RenderedChart, Re
     meshbench_schema::write_atomic(&svg_path, svg.as_bytes())?;
 
     // The bitmap backend writes the file itself (format from the extension): draw into a
-    // temp file beside the target, then rename, so no reader sees half a PNG.
+    // temp file beside the target, flush it to disk, then rename, so no reader (and no
+    // crash) sees half a PNG.
     let png_path = dir.join(format!("{id}.png"));
     let tmp = dir.join(format!(".{id}.{}.tmp.png", std::process::id()));
     let drawn = (|| {
@@ -307,13 +308,16 @@ pub fn render_chart<C: Chart>(chart: &C, dir: &Path) -> Result<RenderedChart, Re
         let _ = std::fs::remove_file(&tmp);
         return Err(fail(msg));
     }
-    std::fs::rename(&tmp, &png_path).map_err(|source| {
-        let _ = std::fs::remove_file(&tmp);
-        ReportError::Io {
-            path: png_path.clone(),
-            source,
-        }
-    })?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, &png_path))
+        .map_err(|source| {
+            let _ = std::fs::remove_file(&tmp);
+            ReportError::Io {
+                path: png_path.clone(),
+                source,
+            }
+        })?;
     Ok(RenderedChart {
         id,
         title: chart.title(),
