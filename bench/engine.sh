@@ -2,7 +2,7 @@
 # loadgen engine vs wrk, side by side against one local nginx (worker_processes 1).
 #
 #   bench/engine.sh                 # all three parts, 5-minute RSS run
-#   RSS_DURATION=60s bench/engine.sh
+#   RSS_DURATION=60s bench/engine.sh   (RSS_DURATION=0 skips part 3)
 #
 # 1. closed loop, plain HTTP/1.1 keep-alive, one thread each, CONNS connections:
 #    loadgen (mode=closed, threads=1) vs `wrk -t1 -cCONNS` -> requests/s and ratio.
@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 
 CONNS=${CONNS:-4}
 DURATION=${DURATION:-10s}
-ROUNDS=${ROUNDS:-2}
+ROUNDS=${ROUNDS:-3}
 RSS_DURATION=${RSS_DURATION:-300s}
 PORT=${PORT:-18480}
 
@@ -142,6 +142,7 @@ PY
 done
 echo
 
+if [[ "$RSS_DURATION" == 0 ]]; then exit 0; fi
 echo "## 3. peak RSS, open loop 1000 req/s for $RSS_DURATION"
 echo
 /usr/bin/time -v -o "$WORK/time.txt" "$LOADGEN" run "$WORK/s.toml" --json --out "$WORK/out-rss" \
