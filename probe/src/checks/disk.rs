@@ -13,7 +13,6 @@ use procfs_core::process::MountInfos;
 
 use super::{finding, num, skip, text, with_reason, Check, Ctx};
 use crate::host::{base, parent, Host};
-use crate::profile::Thresholds;
 
 pub struct DiskDevice;
 
@@ -312,15 +311,7 @@ pub fn judge(d: &Disk, q: &Queue, is_vm: Option<bool>) -> Finding {
 const THRESHOLDS: &str = "warn: rotational on bare metal, bfq/cfq on flash, nr_requests < 32";
 
 impl Check for DiskDevice {
-    fn id(&self) -> &'static str {
-        ID
-    }
-    fn title(&self) -> &'static str {
-        TITLE
-    }
-    fn thresholds(&self, _t: &Thresholds) -> String {
-        THRESHOLDS.into()
-    }
+    describe!(ID, TITLE, |_| THRESHOLDS.to_string());
     fn run(&self, ctx: &Ctx) -> Vec<Finding> {
         match resolve(&ctx.host, &ctx.path) {
             Ok(d) => {

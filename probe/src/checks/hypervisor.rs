@@ -13,7 +13,6 @@ use procfs_core::{CpuInfo, FromRead};
 
 use super::{finding, flag, skip, text, with_reason, Check, Ctx};
 use crate::host::Host;
-use crate::profile::Thresholds;
 
 pub struct Hypervisor;
 
@@ -254,17 +253,11 @@ pub fn judge(f: &HvFacts) -> Finding {
     )
 }
 
+const THRESHOLDS: &str =
+    "facts; warn: unidentified hypervisor; fail: software emulation (QEMU TCG, VirtualBox)";
+
 impl Check for Hypervisor {
-    fn id(&self) -> &'static str {
-        ID
-    }
-    fn title(&self) -> &'static str {
-        TITLE
-    }
-    fn thresholds(&self, _t: &Thresholds) -> String {
-        "facts; warn: unidentified hypervisor; fail: software emulation (QEMU TCG, VirtualBox)"
-            .into()
-    }
+    describe!(ID, TITLE, |_| THRESHOLDS.to_string());
     fn run(&self, ctx: &Ctx) -> Vec<Finding> {
         vec![judge(ctx.hypervisor())]
     }

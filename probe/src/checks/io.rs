@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use super::{above, below, finding, fmt_num, num, skip, with_reason, Check, Ctx};
+use super::{above, below, finding, fmt_num, num, skip, with_reason, Check, Ctx, NOT_LIVE};
 use crate::cleanup::TempFile;
 use crate::profile::{Io, Thresholds};
 
@@ -35,6 +35,10 @@ pub const SEQWRITE_ID: &str = "disk.seqwrite";
 const ALIGN: usize = 4096;
 const BLOCK: usize = 4096;
 const SEQ_BLOCK: usize = 1 << 20;
+const FSYNC_TITLE: &str = "etcd-style fdatasync";
+const RANDREAD_TITLE: &str = "4k random read";
+const RANDWRITE_TITLE: &str = "4k random write";
+const SEQWRITE_TITLE: &str = "Sequential write";
 /// The etcd WAL entry size used by fio's etcd job.
 pub const ETCD_WRITE: usize = 2300;
 
@@ -130,7 +134,10 @@ pub fn fsync_test(dir: &Path, max_writes: u64, limit: Duration) -> Result<FsyncR
     // then fill unwritten extents, as they do in production.
     let preallocated = {
         use std::os::fd::AsRawFd;
-        let len = (max_writes * ETCD_WRITE as u64) as libc::off_t;
+        // max_writes comes from the profile: saturate rather than overflow
+        let len = max_writes
+            .saturating_mul(ETCD_WRITE as u64)
+            .min(libc::off_t::MAX as u64) as libc::off_t;
         nix::fcntl::posix_fallocate(t.file.as_raw_fd(), 0, len).is_ok()
     };
     let data = vec![0x5au8; ETCD_WRITE];
@@ -267,8 +274,8 @@ type ThreadResult = Result<(Histogram<u64>, u64, Duration), String>;
 pub fn check_space(dir: &Path, size: u64) -> Result<u64, String> {
     let st =
         nix::sys::statvfs::statvfs(dir).map_err(|e| format!("{}: statvfs: {e}", dir.display()))?;
-    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
-    if free < 2 * size {
+    let free = (st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64);
+    if free < size.saturating_mul(2) {
         return Err(format!(
             "refused: {} has {} MiB free, less than twice the test size ({} MiB)",
             dir.display(),
@@ -343,8 +350,8 @@ pub fn judge(r: &IoResults, t: &Thresholds, cfg: &Io) -> Vec<Finding> {
             with_reason(
                 finding(
                     FSYNC_ID,
-                    "etcd-style fdatasync",
-                    above(p99, t.fsync.warn_p99_ms, t.fsync.fail_p99_ms),
+                    FSYNC_TITLE,
+                    fsync_verdict(p99, t),
                     format!("p99 {} ms (p50 {}, max {})", fmt_num(p99), fmt_num(p50), fmt_num(max)),
                     th_fsync(t),
                     "etcd and access logs need fast flushes: use local NVMe/SSD or a provisioned-IOPS volume",
@@ -363,7 +370,7 @@ pub fn judge(r: &IoResults, t: &Thresholds, cfg: &Io) -> Vec<Finding> {
                 ),
             )
         }
-        Err(e) => skip(FSYNC_ID, "etcd-style fdatasync", th_fsync(t), e.clone()),
+        Err(e) => skip(FSYNC_ID, FSYNC_TITLE, th_fsync(t), e.clone()),
     });
     let rand = |id: &str,
                 title: &str,
@@ -409,15 +416,10 @@ pub fn judge(r: &IoResults, t: &Thresholds, cfg: &Io) -> Vec<Finding> {
         }
         Err(e) => skip(id, title, th_iops(th), e.clone()),
     };
-    out.push(rand(
-        RANDREAD_ID,
-        "4k random read",
-        &r.randread,
-        &t.randread,
-    ));
+    out.push(rand(RANDREAD_ID, RANDREAD_TITLE, &r.randread, &t.randread));
     out.push(rand(
         RANDWRITE_ID,
-        "4k random write",
+        RANDWRITE_TITLE,
         &r.randwrite,
         &t.randwrite,
     ));
@@ -427,7 +429,7 @@ pub fn judge(r: &IoResults, t: &Thresholds, cfg: &Io) -> Vec<Finding> {
             with_reason(
                 finding(
                     SEQWRITE_ID,
-                    "Sequential write",
+                    SEQWRITE_TITLE,
                     below(mbs, t.seqwrite.warn_below_mbs, t.seqwrite.fail_below_mbs),
                     format!("{} MB/s", fmt_num(mbs)),
                     th_seq(t),
@@ -446,47 +448,38 @@ pub fn judge(r: &IoResults, t: &Thresholds, cfg: &Io) -> Vec<Finding> {
                 ),
             )
         }
-        Err(e) => skip(SEQWRITE_ID, "Sequential write", th_seq(t), e.clone()),
+        Err(e) => skip(SEQWRITE_ID, SEQWRITE_TITLE, th_seq(t), e.clone()),
     });
     out
 }
 
 fn skip_all(t: &Thresholds, reason: &str) -> Vec<Finding> {
     vec![
-        skip(FSYNC_ID, "etcd-style fdatasync", th_fsync(t), reason),
-        skip(RANDREAD_ID, "4k random read", th_iops(&t.randread), reason),
-        skip(
-            RANDWRITE_ID,
-            "4k random write",
-            th_iops(&t.randwrite),
-            reason,
-        ),
-        skip(SEQWRITE_ID, "Sequential write", th_seq(t), reason),
+        skip(FSYNC_ID, FSYNC_TITLE, th_fsync(t), reason),
+        skip(RANDREAD_ID, RANDREAD_TITLE, th_iops(&t.randread), reason),
+        skip(RANDWRITE_ID, RANDWRITE_TITLE, th_iops(&t.randwrite), reason),
+        skip(SEQWRITE_ID, SEQWRITE_TITLE, th_seq(t), reason),
     ]
 }
 
+fn thresholds(t: &Thresholds) -> String {
+    format!(
+        "fdatasync {}; randread {}; randwrite {}; seqwrite {}; test file {} MiB, \
+         <= {} fdatasyncs in <= {} s, {} s per other phase, queue depth {}",
+        th_fsync(t),
+        th_iops(&t.randread),
+        th_iops(&t.randwrite),
+        th_seq(t),
+        t.io.size_mib,
+        t.io.fsync_max_writes,
+        t.io.fsync_seconds,
+        t.io.phase_seconds,
+        t.io.queue_depth
+    )
+}
+
 impl Check for DiskIo {
-    fn id(&self) -> &'static str {
-        "disk.io"
-    }
-    fn title(&self) -> &'static str {
-        "Disk I/O"
-    }
-    fn thresholds(&self, t: &Thresholds) -> String {
-        format!(
-            "fdatasync {}; randread {}; randwrite {}; seqwrite {}; test file {} MiB, \
-             <= {} fdatasyncs in <= {} s, {} s per other phase, queue depth {}",
-            th_fsync(t),
-            th_iops(&t.randread),
-            th_iops(&t.randwrite),
-            th_seq(t),
-            t.io.size_mib,
-            t.io.fsync_max_writes,
-            t.io.fsync_seconds,
-            t.io.phase_seconds,
-            t.io.queue_depth
-        )
-    }
+    describe!("disk.io", "Disk I/O", thresholds);
     fn finding_ids(&self) -> Vec<&'static str> {
         vec![FSYNC_ID, RANDREAD_ID, RANDWRITE_ID, SEQWRITE_ID]
     }
@@ -506,7 +499,7 @@ impl Check for DiskIo {
             );
         }
         if !ctx.host.is_live() {
-            return skip_all(t, "live-only measurement: the root is not /");
+            return skip_all(t, NOT_LIVE);
         }
         match run_io(Path::new(&ctx.path), &t.io) {
             Ok(r) => judge(&r, t, &t.io),
@@ -515,7 +508,7 @@ impl Check for DiskIo {
     }
 }
 
-/// Verdict of an fdatasync p99 alone (for tests and the fleet).
+/// Verdict of an fdatasync p99 in ms.
 pub fn fsync_verdict(p99_ms: f64, t: &Thresholds) -> Verdict {
     above(p99_ms, t.fsync.warn_p99_ms, t.fsync.fail_p99_ms)
 }

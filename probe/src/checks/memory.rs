@@ -19,15 +19,7 @@ fn thresholds(t: &Thresholds) -> String {
 }
 
 impl Check for Memory {
-    fn id(&self) -> &'static str {
-        ID
-    }
-    fn title(&self) -> &'static str {
-        TITLE
-    }
-    fn thresholds(&self, t: &Thresholds) -> String {
-        thresholds(t)
-    }
+    describe!(ID, TITLE, thresholds);
     fn run(&self, ctx: &Ctx) -> Vec<Finding> {
         let th = thresholds(ctx.t());
         let m: Meminfo = match ctx.host.parse("/proc/meminfo") {

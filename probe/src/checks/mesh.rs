@@ -14,20 +14,13 @@ use super::{above, below, finding, flag, fmt_num, num, skip, text, with_reason, 
 use crate::host::Host;
 use crate::profile::{parse_version, Thresholds};
 
-/// A check made of an id, a title, a thresholds text and a function.
+/// A check made of its (id, title), a thresholds text and a function giving its one
+/// finding.
 macro_rules! check {
-    ($name:ident, $id:expr, $title:expr, |$t:ident| $th:expr, |$ctx:ident, $th2:ident| $body:expr) => {
+    ($name:ident, $about:expr, |$t:ident| $th:expr, |$ctx:ident, $th2:ident| $body:expr) => {
         pub struct $name;
         impl Check for $name {
-            fn id(&self) -> &'static str {
-                $id
-            }
-            fn title(&self) -> &'static str {
-                $title
-            }
-            fn thresholds(&self, $t: &Thresholds) -> String {
-                $th
-            }
+            describe!($about.0, $about.1, |$t: &Thresholds| -> String { $th });
             fn run(&self, $ctx: &Ctx) -> Vec<Finding> {
                 let $th2 = self.thresholds($ctx.t());
                 vec![$body]
@@ -38,10 +31,11 @@ macro_rules! check {
 
 // ---------------------------------------------------------------- kernel version
 
+const KERNEL: (&str, &str) = ("mesh.kernel", "Kernel version");
+
 check!(
     KernelVersion,
-    "mesh.kernel",
-    "Kernel version",
+    KERNEL,
     |t| format!(
         "warn < {}, fail < {}",
         t.kernel.warn_below, t.kernel.fail_below
@@ -50,7 +44,7 @@ check!(
 );
 
 fn kernel(ctx: &Ctx, th: String) -> Finding {
-    let (id, title) = ("mesh.kernel", "Kernel version");
+    let (id, title) = KERNEL;
     let rel = match ctx.host.read_trim("/proc/sys/kernel/osrelease") {
         Ok(r) => r,
         Err(e) => return skip(id, title, th, e.to_string()),
@@ -211,7 +205,7 @@ impl ModuleFacts {
 
 /// The modules finding from facts.
 pub fn judge_modules(facts: &ModuleFacts, required: &[String], th: String) -> Finding {
-    let (id, title) = ("mesh.modules", "Traffic-redirect modules");
+    let (id, title) = MODULES;
     if !facts.has_sources() {
         return skip(id, title, th,
             "no module source readable: /proc/modules, /lib/modules/RELEASE/modules.{builtin,dep}, /proc/config.gz, /boot/config-RELEASE");
@@ -256,10 +250,11 @@ pub fn judge_modules(facts: &ModuleFacts, required: &[String], th: String) -> Fi
     )
 }
 
+const MODULES: (&str, &str) = ("mesh.modules", "Traffic-redirect modules");
+
 check!(
     Modules,
-    "mesh.modules",
-    "Traffic-redirect modules",
+    MODULES,
     |t| format!(
         "fail: any missing; warn: any only loadable ({})",
         t.modules.required.join(", ")
@@ -269,13 +264,14 @@ check!(
 
 // ---------------------------------------------------------------- sysctls
 
+const IP_FORWARD: (&str, &str) = ("mesh.ip_forward", "IPv4 forwarding");
+
 check!(
     IpForward,
-    "mesh.ip_forward",
-    "IPv4 forwarding",
+    IP_FORWARD,
     |_t| "fail: net.ipv4.ip_forward = 0".into(),
     |ctx, th| {
-        let (id, title) = ("mesh.ip_forward", "IPv4 forwarding");
+        let (id, title) = IP_FORWARD;
         match ctx.host.read_u64("/proc/sys/net/ipv4/ip_forward") {
             Ok(v) => finding(
                 id,
@@ -291,42 +287,39 @@ check!(
     }
 );
 
-check!(
-    Swap,
-    "mesh.swap",
-    "Swap",
-    |_t| "warn: swap active".into(),
-    |ctx, th| {
-        let (id, title) = ("mesh.swap", "Swap");
-        match ctx.host.read("/proc/swaps") {
-            Ok(s) => {
-                let devices: Vec<&str> = s
-                    .lines()
-                    .skip(1)
-                    .filter_map(|l| l.split_whitespace().next())
-                    .collect();
-                let on = !devices.is_empty();
-                let f = finding(id, title, if on { Verdict::Warn } else { Verdict::Pass },
+const SWAP: (&str, &str) = ("mesh.swap", "Swap");
+
+check!(Swap, SWAP, |_t| "warn: swap active".into(), |ctx, th| {
+    let (id, title) = SWAP;
+    match ctx.host.read("/proc/swaps") {
+        Ok(s) => {
+            let devices: Vec<&str> = s
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split_whitespace().next())
+                .collect();
+            let on = !devices.is_empty();
+            let f = finding(id, title, if on { Verdict::Warn } else { Verdict::Pass },
                     if on { format!("on ({})", devices.join(", ")) } else { "off".into() }, th,
                     "swapoff -a and remove swap from /etc/fstab (kubelet expects no swap unless NodeSwap is configured)",
                     vec![flag("swap_active", on)]);
-                f
-            }
-            Err(e) => skip(id, title, th, e.to_string()),
+            f
         }
+        Err(e) => skip(id, title, th, e.to_string()),
     }
-);
+});
+
+const CONNTRACK: (&str, &str) = ("mesh.conntrack", "Conntrack table use");
 
 check!(
     Conntrack,
-    "mesh.conntrack",
-    "Conntrack table use",
+    CONNTRACK,
     |t| format!(
         "warn > {} %, fail > {} % of nf_conntrack_max",
         t.conntrack.warn_pct, t.conntrack.fail_pct
     ),
     |ctx, th| {
-        let (id, title) = ("mesh.conntrack", "Conntrack table use");
+        let (id, title) = CONNTRACK;
         let read = || -> Result<(u64, u64), String> {
             let c = ctx
                 .host
@@ -358,16 +351,17 @@ check!(
     }
 );
 
+const SOMAXCONN: (&str, &str) = ("mesh.somaxconn", "Listen backlog");
+
 check!(
     Somaxconn,
-    "mesh.somaxconn",
-    "Listen backlog",
+    SOMAXCONN,
     |t| format!(
         "warn < {}, fail < {}",
         t.somaxconn.warn_below, t.somaxconn.fail_below
     ),
     |ctx, th| {
-        let (id, title) = ("mesh.somaxconn", "Listen backlog");
+        let (id, title) = SOMAXCONN;
         match ctx.host.read_u64("/proc/sys/net/core/somaxconn") {
             Ok(v) => {
                 let t = &ctx.t().somaxconn;
@@ -381,10 +375,11 @@ check!(
     }
 );
 
+const NOFILE: (&str, &str) = ("mesh.nofile", "Open-file limits");
+
 check!(
     Nofile,
-    "mesh.nofile",
-    "Open-file limits",
+    NOFILE,
     |t| format!(
         "soft RLIMIT_NOFILE and fs.file-max: warn < {}, fail < {}",
         t.nofile.warn_below, t.nofile.fail_below
@@ -393,7 +388,7 @@ check!(
 );
 
 fn nofile(ctx: &Ctx, th: String) -> Finding {
-    let (id, title) = ("mesh.nofile", "Open-file limits");
+    let (id, title) = NOFILE;
     let file_max = match ctx.host.read_u64("/proc/sys/fs/file-max") {
         Ok(v) => v,
         Err(e) => return skip(id, title, th, e.to_string()),
@@ -427,13 +422,14 @@ fn nofile(ctx: &Ctx, th: String) -> Finding {
 
 // ---------------------------------------------------------------- clock, THP, governor
 
+const CLOCKSOURCE: (&str, &str) = ("mesh.clocksource", "Clock source");
+
 check!(
     Clocksource,
-    "mesh.clocksource",
-    "Clock source",
+    CLOCKSOURCE,
     |t| format!("warn: not one of {}", t.clocksource.good.join(", ")),
     |ctx, th| {
-        let (id, title) = ("mesh.clocksource", "Clock source");
+        let (id, title) = CLOCKSOURCE;
         match ctx
             .host
             .read_trim("/sys/devices/system/clocksource/clocksource0/current_clocksource")
@@ -449,48 +445,45 @@ check!(
     }
 );
 
-check!(
-    Thp,
-    "mesh.thp",
-    "Transparent huge pages",
-    |_t| "warn: always".into(),
-    |ctx, th| {
-        let (id, title) = ("mesh.thp", "Transparent huge pages");
-        match ctx
-            .host
-            .read_trim("/sys/kernel/mm/transparent_hugepage/enabled")
-        {
-            Ok(s) => {
-                let sel = super::disk::selected_scheduler(&s);
-                finding(
-                    id,
-                    title,
-                    if sel == "always" {
-                        Verdict::Warn
-                    } else {
-                        Verdict::Pass
-                    },
-                    sel.clone(),
-                    th,
-                    "set transparent_hugepage=madvise: compaction stalls show up as tail latency",
-                    vec![text("thp", sel)],
-                )
-            }
-            Err(e) => skip(id, title, th, e.to_string()),
+const THP: (&str, &str) = ("mesh.thp", "Transparent huge pages");
+
+check!(Thp, THP, |_t| "warn: always".into(), |ctx, th| {
+    let (id, title) = THP;
+    match ctx
+        .host
+        .read_trim("/sys/kernel/mm/transparent_hugepage/enabled")
+    {
+        Ok(s) => {
+            let sel = super::disk::selected_scheduler(&s);
+            finding(
+                id,
+                title,
+                if sel == "always" {
+                    Verdict::Warn
+                } else {
+                    Verdict::Pass
+                },
+                sel.clone(),
+                th,
+                "set transparent_hugepage=madvise: compaction stalls show up as tail latency",
+                vec![text("thp", sel)],
+            )
         }
+        Err(e) => skip(id, title, th, e.to_string()),
     }
-);
+});
+
+const GOVERNOR: (&str, &str) = ("mesh.governor", "CPU frequency governor");
 
 check!(
     Governor,
-    "mesh.governor",
-    "CPU frequency governor",
+    GOVERNOR,
     |_t| "warn: not performance on every CPU".into(),
     |ctx, th| governor(ctx, th)
 );
 
 fn governor(ctx: &Ctx, th: String) -> Finding {
-    let (id, title) = ("mesh.governor", "CPU frequency governor");
+    let (id, title) = GOVERNOR;
     let cpus: Vec<String> = match ctx.host.list_dir("/sys/devices/system/cpu") {
         Ok(c) => c
             .into_iter()

@@ -11,6 +11,22 @@ use std::time::{Duration, Instant};
 use crate::host::Host;
 use crate::profile::{Profile, Thresholds};
 
+/// The `id`, `title` and `thresholds` methods of a [`Check`] impl, from the check's id and
+/// title and a `Fn(&Thresholds) -> String` for its thresholds text.
+macro_rules! describe {
+    ($id:expr, $title:expr, $thresholds:expr) => {
+        fn id(&self) -> &'static str {
+            $id
+        }
+        fn title(&self) -> &'static str {
+            $title
+        }
+        fn thresholds(&self, t: &$crate::profile::Thresholds) -> String {
+            ($thresholds)(t)
+        }
+    };
+}
+
 pub mod disk;
 pub mod hypervisor;
 pub mod io;
@@ -109,6 +125,9 @@ pub fn registry() -> Vec<Box<dyn Check>> {
         Box::new(memory::Memory),
     ]
 }
+
+/// The reason a live-only measurement gives on a fixture root.
+pub const NOT_LIVE: &str = "live-only measurement: the root is not /";
 
 /// Builder-free constructor of a finding. The remedy is kept only for warn and fail.
 pub fn finding(

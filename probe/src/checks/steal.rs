@@ -159,15 +159,7 @@ fn thresholds(t: &Thresholds) -> String {
 }
 
 impl Check for Steal {
-    fn id(&self) -> &'static str {
-        ID
-    }
-    fn title(&self) -> &'static str {
-        TITLE
-    }
-    fn thresholds(&self, t: &Thresholds) -> String {
-        thresholds(t)
-    }
+    describe!(ID, TITLE, thresholds);
     fn run(&self, ctx: &Ctx) -> Vec<Finding> {
         vec![run(ctx)]
     }

@@ -9,7 +9,7 @@ use meshbench_schema::{Finding, Verdict};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use super::{below, finding, fmt_num, num, skip, with_reason, Check, Ctx};
+use super::{below, finding, fmt_num, num, skip, with_reason, Check, Ctx, NOT_LIVE};
 use crate::profile::Thresholds;
 
 pub struct Vcpu;
@@ -65,7 +65,7 @@ pub fn judge_ratio(single: f64, parallel: &[f64], t: &Thresholds) -> Finding {
     let Some((mean, min)) = throughput_ratio(single, parallel) else {
         return skip(VCPU_ID, VCPU_TITLE, th, "no throughput was measured");
     };
-    let verdict = below(mean, t.vcpu.warn_below, t.vcpu.fail_below);
+    let verdict = ratio_verdict(mean, t);
     with_reason(
         finding(
             VCPU_ID,
@@ -95,15 +95,7 @@ fn vcpu_thresholds(t: &Thresholds) -> String {
 }
 
 impl Check for Vcpu {
-    fn id(&self) -> &'static str {
-        VCPU_ID
-    }
-    fn title(&self) -> &'static str {
-        VCPU_TITLE
-    }
-    fn thresholds(&self, t: &Thresholds) -> String {
-        vcpu_thresholds(t)
-    }
+    describe!(VCPU_ID, VCPU_TITLE, vcpu_thresholds);
     fn live_only(&self) -> bool {
         true
     }
@@ -112,8 +104,8 @@ impl Check for Vcpu {
             return vec![skip(
                 VCPU_ID,
                 VCPU_TITLE,
-                vcpu_thresholds(ctx.t()),
-                "live-only measurement: the root is not /",
+                self.thresholds(ctx.t()),
+                NOT_LIVE,
             )];
         }
         let window = if ctx.quick {
@@ -172,26 +164,14 @@ fn wake_thresholds(t: &Thresholds) -> String {
 }
 
 impl Check for Wakeup {
-    fn id(&self) -> &'static str {
-        WAKE_ID
-    }
-    fn title(&self) -> &'static str {
-        WAKE_TITLE
-    }
-    fn thresholds(&self, t: &Thresholds) -> String {
-        wake_thresholds(t)
-    }
+    describe!(WAKE_ID, WAKE_TITLE, wake_thresholds);
     fn live_only(&self) -> bool {
         true
     }
     fn run(&self, ctx: &Ctx) -> Vec<Finding> {
+        let th = self.thresholds(ctx.t());
         if !ctx.host.is_live() {
-            return vec![skip(
-                WAKE_ID,
-                WAKE_TITLE,
-                wake_thresholds(ctx.t()),
-                "live-only measurement: the root is not /",
-            )];
+            return vec![skip(WAKE_ID, WAKE_TITLE, th, NOT_LIVE)];
         }
         // at most `loops` sleeps and at most `budget` of wall time, even on a bad node
         let (loops, budget) = if ctx.quick {
@@ -203,14 +183,7 @@ impl Check for Wakeup {
         let interval = Duration::from_millis(1);
         let mut h = match Histogram::<u64>::new_with_bounds(1, 10_000_000, 3) {
             Ok(h) => h,
-            Err(e) => {
-                return vec![skip(
-                    WAKE_ID,
-                    WAKE_TITLE,
-                    wake_thresholds(ctx.t()),
-                    e.to_string(),
-                )]
-            }
+            Err(e) => return vec![skip(WAKE_ID, WAKE_TITLE, th, e.to_string())],
         };
         for _ in 0..loops {
             let t0 = Instant::now();
@@ -225,7 +198,7 @@ impl Check for Wakeup {
     }
 }
 
-/// Used by tests: a verdict for a ratio alone.
+/// The verdict of a mean per-thread throughput ratio.
 pub fn ratio_verdict(ratio: f64, t: &Thresholds) -> Verdict {
     below(ratio, t.vcpu.warn_below, t.vcpu.fail_below)
 }

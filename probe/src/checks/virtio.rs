@@ -11,7 +11,6 @@ use procfs_core::net::RouteEntries;
 use super::disk::{driver_chain, resolve};
 use super::{finding, skip, text, with_reason, Check, Ctx};
 use crate::host::Host;
-use crate::profile::Thresholds;
 
 pub struct VirtioNet;
 pub struct VirtioDisk;
@@ -181,15 +180,7 @@ pub fn judge(rule: &DeviceRule, what: &str, drivers: &[String], is_vm: Option<bo
 const THRESHOLDS: &str = "VM: fail on an emulated device, warn on an unknown driver";
 
 impl Check for VirtioNet {
-    fn id(&self) -> &'static str {
-        NET_ID
-    }
-    fn title(&self) -> &'static str {
-        NET_TITLE
-    }
-    fn thresholds(&self, _t: &Thresholds) -> String {
-        THRESHOLDS.into()
-    }
+    describe!(NET_ID, NET_TITLE, |_| THRESHOLDS.to_string());
     fn run(&self, ctx: &Ctx) -> Vec<Finding> {
         let r = default_route_iface(&ctx.host).and_then(|i| nic_drivers(&ctx.host, &i, 0));
         match r {
@@ -202,15 +193,7 @@ impl Check for VirtioNet {
 }
 
 impl Check for VirtioDisk {
-    fn id(&self) -> &'static str {
-        DISK_ID
-    }
-    fn title(&self) -> &'static str {
-        DISK_TITLE
-    }
-    fn thresholds(&self, _t: &Thresholds) -> String {
-        THRESHOLDS.into()
-    }
+    describe!(DISK_ID, DISK_TITLE, |_| THRESHOLDS.to_string());
     fn run(&self, ctx: &Ctx) -> Vec<Finding> {
         match resolve(&ctx.host, &ctx.path) {
             Ok(d) => vec![judge(
