@@ -194,54 +194,84 @@ impl Profile {
             msg,
         };
         let t = &self.t;
-        // "above" thresholds: warn must not exceed fail; all non-negative and finite.
-        for (field, warn, fail) in [
-            ("steal", t.steal.warn_pct, t.steal.fail_pct),
-            ("wakeup", t.wakeup.warn_p99_us, t.wakeup.fail_p99_us),
-            ("fsync", t.fsync.warn_p99_ms, t.fsync.fail_p99_ms),
-            ("conntrack", t.conntrack.warn_pct, t.conntrack.fail_pct),
-        ] {
-            if !(warn.is_finite() && fail.is_finite() && warn >= 0.0 && fail >= 0.0) {
-                return Err(bad(field, "thresholds must be finite and >= 0".into()));
-            }
-            if warn > fail {
-                return Err(bad(field, format!("warn ({warn}) is above fail ({fail})")));
-            }
+        // warn/fail pairs, finite and >= 0. Where higher is worse warn must not exceed fail;
+        // where lower is worse ("*_below") fail must not exceed warn.
+        enum Worse {
+            Higher,
+            Lower,
         }
-        // "below" thresholds: fail must not exceed warn.
-        for (field, warn, fail) in [
-            ("vcpu", t.vcpu.warn_below, t.vcpu.fail_below),
-            ("randread", t.randread.warn_below, t.randread.fail_below),
-            ("randwrite", t.randwrite.warn_below, t.randwrite.fail_below),
+        for (field, warn, fail, worse) in [
+            ("steal", t.steal.warn_pct, t.steal.fail_pct, Worse::Higher),
+            (
+                "wakeup",
+                t.wakeup.warn_p99_us,
+                t.wakeup.fail_p99_us,
+                Worse::Higher,
+            ),
+            (
+                "fsync",
+                t.fsync.warn_p99_ms,
+                t.fsync.fail_p99_ms,
+                Worse::Higher,
+            ),
+            (
+                "conntrack",
+                t.conntrack.warn_pct,
+                t.conntrack.fail_pct,
+                Worse::Higher,
+            ),
+            ("vcpu", t.vcpu.warn_below, t.vcpu.fail_below, Worse::Lower),
+            (
+                "randread",
+                t.randread.warn_below,
+                t.randread.fail_below,
+                Worse::Lower,
+            ),
+            (
+                "randwrite",
+                t.randwrite.warn_below,
+                t.randwrite.fail_below,
+                Worse::Lower,
+            ),
             (
                 "seqwrite",
                 t.seqwrite.warn_below_mbs,
                 t.seqwrite.fail_below_mbs,
+                Worse::Lower,
             ),
             (
                 "memory",
                 t.memory.warn_available_mib_below as f64,
                 t.memory.fail_available_mib_below as f64,
+                Worse::Lower,
             ),
             (
                 "somaxconn",
                 t.somaxconn.warn_below as f64,
                 t.somaxconn.fail_below as f64,
+                Worse::Lower,
             ),
             (
                 "nofile",
                 t.nofile.warn_below as f64,
                 t.nofile.fail_below as f64,
+                Worse::Lower,
             ),
         ] {
             if !(warn.is_finite() && fail.is_finite() && warn >= 0.0 && fail >= 0.0) {
                 return Err(bad(field, "thresholds must be finite and >= 0".into()));
             }
-            if fail > warn {
-                return Err(bad(
-                    field,
-                    format!("fail_below ({fail}) is above warn_below ({warn})"),
-                ));
+            match worse {
+                Worse::Higher if warn > fail => {
+                    return Err(bad(field, format!("warn ({warn}) is above fail ({fail})")));
+                }
+                Worse::Lower if fail > warn => {
+                    return Err(bad(
+                        field,
+                        format!("fail_below ({fail}) is above warn_below ({warn})"),
+                    ));
+                }
+                _ => {}
             }
         }
         let kw = parse_version(&t.kernel.warn_below)
