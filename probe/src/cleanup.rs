@@ -18,9 +18,12 @@ fn pending() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
 
 /// Remove every registered temporary file (what the signal thread does).
 pub fn remove_all_pending() -> usize {
-    let mut p = pending();
-    let n = p.len();
-    for path in p.drain(..) {
+    sweep(&mut pending())
+}
+
+fn sweep(paths: &mut Vec<PathBuf>) -> usize {
+    let n = paths.len();
+    for path in paths.drain(..) {
         let _ = std::fs::remove_file(path);
     }
     n
@@ -35,10 +38,12 @@ pub struct TempFile {
 impl TempFile {
     /// Create `dir/.probe-io-PID-TAG.tmp` exclusively, with extra open flags (e.g.
     /// `O_DIRECT`). The path is registered *before* the file exists, so no signal can
-    /// leave it behind.
+    /// leave it behind; registering and creating happen under the registry's lock, which
+    /// the signal thread keeps from its sweep to the exit, so no file appears after it.
     pub fn create(dir: &Path, tag: &str, flags: i32) -> io::Result<TempFile> {
         let path = dir.join(format!(".probe-io-{}-{tag}.tmp", std::process::id()));
-        pending().push(path.clone());
+        let mut registry = pending();
+        registry.push(path.clone());
         use std::os::unix::fs::OpenOptionsExt;
         let opened = OpenOptions::new()
             .read(true)
@@ -49,7 +54,7 @@ impl TempFile {
         match opened {
             Ok(file) => Ok(TempFile { path, file }),
             Err(e) => {
-                pending().retain(|p| p != &path);
+                registry.retain(|p| p != &path);
                 Err(e)
             }
         }
@@ -79,7 +84,9 @@ pub fn install_signal_thread() -> io::Result<()> {
         .name("probe-signals".into())
         .spawn(move || {
             if let Ok(sig) = set.wait() {
-                let n = remove_all_pending();
+                // the lock is held until the process is gone: no new file after the sweep
+                let mut registry = pending();
+                let n = sweep(&mut registry);
                 eprintln!("probe: interrupted by {sig}; removed {n} temporary file(s)");
                 std::process::exit(130);
             }
