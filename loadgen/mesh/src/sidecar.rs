@@ -520,7 +520,9 @@ async fn handle(
             None,
         ),
     };
-    let bytes_sent = resp.body().size_hint_exact();
+    let bytes_sent = hyper::body::Body::size_hint(resp.body())
+        .exact()
+        .unwrap_or(0);
     if st.log.mode() != AccessLogMode::Off {
         let line = format!(
             "[{}] \"{} {} {}\" {} {} {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\"\n",
@@ -549,15 +551,6 @@ async fn handle(
         st.log.write(line.as_bytes());
     }
     Ok(resp)
-}
-
-trait ExactSize {
-    fn size_hint_exact(&self) -> u64;
-}
-impl ExactSize for Full<Bytes> {
-    fn size_hint_exact(&self) -> u64 {
-        hyper::body::Body::size_hint(self).exact().unwrap_or(0)
-    }
 }
 
 fn error_response(code: StatusCode, text: &str) -> Response<Full<Bytes>> {
