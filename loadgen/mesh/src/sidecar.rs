@@ -2,7 +2,7 @@
 //!
 //! - terminates STRICT mTLS: client certificates must chain to the mesh CA; plaintext and
 //!   certificate-less clients never get an HTTP response;
-//! - HTTP/1.1 and HTTP/2 downstream (ALPN), HTTP/1.1 with pooled keep-alive connections
+//! - HTTP/1.1 and HTTP/2 downstream (chosen by ALPN), HTTP/1.1 with pooled keep-alive connections
 //!   upstream to the apps on loopback;
 //! - routes each request to a subset chosen at random by weight (a VirtualService route
 //!   with DestinationRule subsets);
@@ -665,9 +665,19 @@ impl Sidecar {
                             _ => return,
                         };
                         let svc = hyper::service::service_fn(move |req| handle(req, st.clone(), peer));
-                        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                            .serve_connection(TokioIo::new(tls), svc)
-                            .await;
+                        // ALPN decides the protocol (as Envoy's listener does), so the
+                        // connection is served without sniffing the preface.
+                        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+                        let io = TokioIo::new(tls);
+                        if h2 {
+                            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                                .serve_connection(io, svc)
+                                .await;
+                        } else {
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(io, svc)
+                                .await;
+                        }
                     });
                 }
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
