@@ -1,7 +1,7 @@
 //! Tests of the `probe` binary: verdicts on fixture trees, output files, errors and exit
 //! codes, and the disk I/O test's clean-up (also when interrupted).
 
-use meshbench_schema::{ProbeReport, Verdict};
+use meshbench_schema::{Finding, ProbeReport, Verdict};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -29,6 +29,33 @@ fn report_of(out: &Output) -> ProbeReport {
             String::from_utf8_lossy(&out.stderr)
         )
     })
+}
+
+/// The finding `id` of a report.
+fn finding<'a>(r: &'a ProbeReport, id: &str) -> &'a Finding {
+    r.findings
+        .iter()
+        .find(|f| f.check == id)
+        .unwrap_or_else(|| panic!("no finding {id}"))
+}
+
+/// The I/O test alone on `work`, with the thresholds and bounds of `profile`.
+fn io_args<'a>(work: &'a Path, profile: &'a Path) -> [&'a str; 6] {
+    [
+        "--only",
+        "disk.io",
+        "--path",
+        work.to_str().unwrap(),
+        "--profile",
+        profile.to_str().unwrap(),
+    ]
+}
+
+/// `--json` with the I/O test alone (see [`io_args`]).
+fn run_io(work: &Path, profile: &Path) -> Output {
+    let mut args = io_args(work, profile).to_vec();
+    args.push("--json");
+    run(&args)
 }
 
 /// `--json` on a root; returns the exit code and finding id -> verdict.
@@ -120,7 +147,7 @@ fn kvm_virtio_fixture_captured_here() {
         ],
     );
     assert_eq!(code, 1, "ip_forward fails");
-    let f = |id: &str| r.findings.iter().find(|f| f.check == id).unwrap().clone();
+    let f = |id: &str| finding(&r, id).clone();
     assert_eq!(f("hypervisor").value, "KVM (Firecracker)");
     assert!(f("virtio.net").value.contains("virtio_net"));
     assert!(f("virtio.disk").value.contains("virtio_blk"));
@@ -166,7 +193,7 @@ fn vm_emulated_fixture_fails_with_remedies() {
             assert!(f.remedy.as_deref().is_some_and(|s| !s.is_empty()), "{f:?}");
         }
     }
-    let steal = r.findings.iter().find(|f| f.check == "cpu.steal").unwrap();
+    let steal = finding(&r, "cpu.steal");
     let names: Vec<&str> = steal.measurements.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(
         names,
@@ -209,7 +236,7 @@ fn baremetal_nvme_fixture_passes_through_lvm() {
     assert!(disk.value.starts_with("nvme0n1 NVMe"), "{}", disk.value);
     let reason = disk.reason.as_deref().unwrap();
     assert!(reason.contains("dm-0 -> nvme0n1p3 -> nvme0n1"), "{reason}");
-    let hv = r.findings.iter().find(|f| f.check == "hypervisor").unwrap();
+    let hv = finding(&r, "hypervisor");
     assert_eq!(hv.value, "bare metal");
 }
 
@@ -236,7 +263,7 @@ fn steal_warn_and_since_boot() {
         map["cpu.steal"], Warn,
         "800 of 96815 ticks per vCPU since boot = 0.83 %"
     );
-    let f = r.findings.iter().find(|f| f.check == "cpu.steal").unwrap();
+    let f = finding(&r, "cpu.steal");
     assert!(f.reason.as_deref().unwrap().contains("since boot"));
 }
 
@@ -429,7 +456,7 @@ fn only_and_skip_select_and_deselected_checks_say_so() {
     assert_eq!(map["mesh.kernel"], Pass);
     assert_eq!(map["mesh.thp"], Skip);
     assert_eq!(map["memory"], Skip);
-    let thp = r.findings.iter().find(|f| f.check == "mesh.thp").unwrap();
+    let thp = finding(&r, "mesh.thp");
     assert!(thp.reason.as_deref().unwrap().contains("not selected"));
     // a finding id selects its check
     let (_, map, _) = verdicts(&fixture("baremetal-nvme"), &["--only", "disk.fsync"]);
@@ -648,11 +675,11 @@ fn live_quick_measures_cpu() {
     let out = run(&["--quick", "--only", "cpu", "--json", "--sample", "300ms"]);
     let r = report_of(&out);
     for id in ["cpu.steal", "cpu.vcpu", "cpu.wakeup"] {
-        let f = r.findings.iter().find(|f| f.check == id).unwrap();
+        let f = finding(&r, id);
         assert_ne!(f.verdict, Skip, "{f:?}");
         assert!(!f.measurements.is_empty());
     }
-    let io = r.findings.iter().find(|f| f.check == "disk.fsync").unwrap();
+    let io = finding(&r, "disk.fsync");
     assert_eq!(io.verdict, Skip);
 }
 
@@ -673,15 +700,7 @@ fn io_test_measures_and_leaves_no_file() {
     let conf = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let profile = tiny_profile(conf.path(), 0.2);
-    let out = run(&[
-        "--only",
-        "disk.io",
-        "--path",
-        work.path().to_str().unwrap(),
-        "--profile",
-        profile.to_str().unwrap(),
-        "--json",
-    ]);
+    let out = run_io(work.path(), &profile);
     let r = report_of(&out);
     for id in [
         "disk.fsync",
@@ -689,10 +708,10 @@ fn io_test_measures_and_leaves_no_file() {
         "disk.randwrite",
         "disk.seqwrite",
     ] {
-        let f = r.findings.iter().find(|f| f.check == id).unwrap();
+        let f = finding(&r, id);
         assert_ne!(f.verdict, Skip, "{f:?}");
     }
-    let fsync = r.findings.iter().find(|f| f.check == "disk.fsync").unwrap();
+    let fsync = finding(&r, "disk.fsync");
     let count = fsync
         .measurements
         .iter()
@@ -716,17 +735,9 @@ fn io_test_refuses_without_twice_the_space() {
     if free_mib >= 2 * 65536 {
         return; // this machine has more than 128 GiB free: the refusal cannot be provoked
     }
-    let out = run(&[
-        "--only",
-        "disk.io",
-        "--path",
-        work.path().to_str().unwrap(),
-        "--profile",
-        p.to_str().unwrap(),
-        "--json",
-    ]);
+    let out = run_io(work.path(), &p);
     let r = report_of(&out);
-    let f = r.findings.iter().find(|f| f.check == "disk.fsync").unwrap();
+    let f = finding(&r, "disk.fsync");
     assert_eq!(f.verdict, Skip);
     assert!(
         f.reason.as_deref().unwrap().starts_with("refused: "),
@@ -742,14 +753,7 @@ fn interrupted_io_test_removes_its_files_and_exits_130() {
     // long phases so the temp files certainly exist when the signal comes
     let profile = tiny_profile(conf.path(), 5.0);
     let child = bin()
-        .args([
-            "--only",
-            "disk.io",
-            "--path",
-            work.path().to_str().unwrap(),
-            "--profile",
-            profile.to_str().unwrap(),
-        ])
+        .args(io_args(work.path(), &profile))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

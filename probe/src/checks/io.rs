@@ -597,6 +597,14 @@ mod tests {
     }
 
     #[test]
+    fn a_huge_write_bound_neither_overflows_nor_leaves_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = fsync_test(dir.path(), u64::MAX, Duration::from_millis(20)).unwrap();
+        assert!(!f.hist.is_empty());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
     fn refuses_when_free_space_is_short() {
         let dir = tempfile::tempdir().unwrap();
         let e = check_space(dir.path(), u64::MAX / 4).unwrap_err();
