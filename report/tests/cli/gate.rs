@@ -5,6 +5,7 @@ use std::path::Path;
 
 use quick_xml::events::Event;
 use quick_xml::Reader;
+use tempfile::TempDir;
 
 use crate::common::{self, CellSpec};
 use crate::{bin, p, stdout};
@@ -18,6 +19,15 @@ fn run(dir: &Path, scale: f64, seed: u64, seconds: usize) {
     common::write_run(dir, "gate", &[s]);
 }
 
+/// A baseline run (scale 1.0, seed 1) and a current run with latencies scaled by `scale`
+/// and noise from `seed`, `seconds` each.
+fn base_and_current(scale: f64, seed: u64, seconds: usize) -> (TempDir, TempDir) {
+    let (base, cur) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    run(base.path(), 1.0, 1, seconds);
+    run(cur.path(), scale, seed, seconds);
+    (base, cur)
+}
+
 fn gate_row<'a>(out: &'a str, gate: &str) -> &'a str {
     out.lines()
         .find(|l| l.contains(&format!("`{gate}`")))
@@ -26,9 +36,7 @@ fn gate_row<'a>(out: &'a str, gate: &str) -> &'a str {
 
 #[test]
 fn a_30_percent_p99_regression_fails_as_regressed() {
-    let (base, cur) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    run(base.path(), 1.0, 1, 30);
-    run(cur.path(), 1.3, 2, 30);
+    let (base, cur) = base_and_current(1.3, 2, 30);
     let junit = cur.path().join("junit.xml");
     let o = bin(&[
         "gate",
@@ -52,9 +60,7 @@ fn a_30_percent_p99_regression_fails_as_regressed() {
 
 #[test]
 fn a_change_within_the_noise_passes_as_non_significant() {
-    let (base, cur) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    run(base.path(), 1.0, 1, 30);
-    run(cur.path(), 1.0, 2, 30); // same distribution, other noise
+    let (base, cur) = base_and_current(1.0, 2, 30); // same distribution, other noise
     let o = bin(&["gate", p(cur.path()), "--baseline", p(base.path())]);
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
@@ -109,9 +115,7 @@ fn a_change_beyond_the_threshold_that_the_noise_explains_is_non_significant() {
 
 #[test]
 fn a_30_percent_improvement_reports_improved() {
-    let (base, cur) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    run(base.path(), 1.0, 1, 30);
-    run(cur.path(), 0.7, 3, 30);
+    let (base, cur) = base_and_current(0.7, 3, 30);
     let o = bin(&[
         "gate",
         p(cur.path()),
@@ -130,9 +134,7 @@ fn a_30_percent_improvement_reports_improved() {
 
 #[test]
 fn a_large_change_over_too_few_seconds_is_not_called_a_regression() {
-    let (base, cur) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    run(base.path(), 1.0, 1, 2);
-    run(cur.path(), 1.3, 2, 2);
+    let (base, cur) = base_and_current(1.3, 2, 2);
     let o = bin(&["gate", p(cur.path()), "--baseline", p(base.path())]);
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");

@@ -109,3 +109,38 @@ fn run_directories_contribute_their_cells_log() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("2 cells have interval logs"));
     assert!(!out.path().join("no.hlog").exists());
 }
+
+#[test]
+fn an_interval_too_long_to_write_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = CellSpec::new("w", None, "off");
+    a.seconds = 2;
+    let log = dir.path().join("a.hlog");
+    common::write_hlog(&log, &common::cell_seconds(&a), 1_790_000_000);
+    // give the first interval a duration of u64::MAX seconds
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut done = false;
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if done || l.starts_with('#') {
+                return l.to_string();
+            }
+            done = true;
+            let mut f: Vec<&str> = l.split(',').collect();
+            f[2] = "18446744073709551615.000";
+            f.join(",")
+        })
+        .collect();
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let out = dir.path().join("merged.hlog");
+    let o = bin(&["merge", p(&out), p(&log)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("merged.hlog") && err.contains("too long"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
