@@ -166,79 +166,51 @@ impl Check for Steal {
 }
 
 fn run(ctx: &Ctx) -> Finding {
-    let th = thresholds(ctx.t());
-    let parse = |path: &str, text: Result<String, String>| -> Result<Snapshot, String> {
-        let text = text?;
-        parse_stat(path, &text).map_err(|e| e.to_string())
-    };
+    measure(ctx).unwrap_or_else(|e| skip(ID, TITLE, thresholds(ctx.t()), e))
+}
+
+/// One /proc/stat snapshot read from `path` under the root.
+fn snapshot(ctx: &Ctx, path: &str) -> Result<Snapshot, String> {
+    let text = ctx.host.read(path).map_err(|e| e.to_string())?;
+    parse_stat(path, &text).map_err(|e| e.to_string())
+}
+
+/// The finding, or why steal could not be measured.
+fn measure(ctx: &Ctx) -> Result<Finding, String> {
     if ctx.host.is_live() {
-        let (started, first) = match &ctx.stat_start {
-            Some((t, s)) => (*t, s.clone()),
-            None => (
-                Instant::now(),
-                ctx.host.read("/proc/stat").map_err(|e| e.to_string()),
+        let (started, a) = match &ctx.stat_start {
+            Some((t, first)) => (
+                *t,
+                parse_stat("/proc/stat", first.as_ref()?).map_err(|e| e.to_string())?,
             ),
-        };
-        let a = match parse("/proc/stat", first) {
-            Ok(a) => a,
-            Err(e) => return skip(ID, TITLE, th, e),
+            None => (Instant::now(), snapshot(ctx, "/proc/stat")?),
         };
         let elapsed = started.elapsed();
         if elapsed < ctx.sample {
             std::thread::sleep(ctx.sample - elapsed);
         }
         let window = started.elapsed();
-        let b = match parse(
-            "/proc/stat",
-            ctx.host.read("/proc/stat").map_err(|e| e.to_string()),
-        ) {
-            Ok(b) => b,
-            Err(e) => return skip(ID, TITLE, th, e),
-        };
-        match steal_between(&a, &b) {
-            Ok(s) => judge(
-                &s,
-                ctx.t(),
-                &format!("sampled over {:.1} s", window.as_secs_f64()),
-            ),
-            Err(e) => skip(ID, TITLE, th, e),
-        }
+        let b = snapshot(ctx, "/proc/stat")?;
+        let s = steal_between(&a, &b)?;
+        let window = format!("sampled over {:.1} s", window.as_secs_f64());
+        return Ok(judge(&s, ctx.t(), &window));
+    }
+    let a = snapshot(ctx, "/proc/stat")?;
+    if ctx.host.exists("/proc/stat.next") {
+        let b = snapshot(ctx, "/proc/stat.next")?;
+        let s = steal_between(&a, &b).map_err(|e| format!("/proc/stat.next: {e}"))?;
+        Ok(judge(&s, ctx.t(), "between /proc/stat and /proc/stat.next"))
     } else {
-        let a = match parse(
-            "/proc/stat",
-            ctx.host.read("/proc/stat").map_err(|e| e.to_string()),
-        ) {
-            Ok(a) => a,
-            Err(e) => return skip(ID, TITLE, th, e),
+        let boot = Snapshot {
+            cpus: vec![Ticks::default(); a.cpus.len()],
+            ..Default::default()
         };
-        if ctx.host.exists("/proc/stat.next") {
-            let b = match parse(
-                "/proc/stat.next",
-                ctx.host.read("/proc/stat.next").map_err(|e| e.to_string()),
-            ) {
-                Ok(b) => b,
-                Err(e) => return skip(ID, TITLE, th, e),
-            };
-            match steal_between(&a, &b) {
-                Ok(s) => judge(&s, ctx.t(), "between /proc/stat and /proc/stat.next"),
-                Err(e) => skip(ID, TITLE, th, format!("/proc/stat.next: {e}")),
-            }
-        } else {
-            match steal_between(
-                &Snapshot {
-                    cpus: vec![Ticks::default(); a.cpus.len()],
-                    ..Default::default()
-                },
-                &a,
-            ) {
-                Ok(s) => judge(
-                    &s,
-                    ctx.t(),
-                    "since boot (the fixture has no /proc/stat.next)",
-                ),
-                Err(e) => skip(ID, TITLE, th, format!("/proc/stat: {e}")),
-            }
-        }
+        let s = steal_between(&boot, &a).map_err(|e| format!("/proc/stat: {e}"))?;
+        Ok(judge(
+            &s,
+            ctx.t(),
+            "since boot (the fixture has no /proc/stat.next)",
+        ))
     }
 }
 
