@@ -85,13 +85,10 @@ pub fn render(report: &ProbeReport, unix_time: f64) -> String {
             verdict_value(f.verdict).to_string(),
         );
         for m in &f.measurements {
-            let (value, is_fact) = match &m.value {
-                MeasuredValue::Number(n) => (fmt_value(*n), false),
-                MeasuredValue::Flag(b) => (if *b { "1" } else { "0" }.to_string(), false),
-                MeasuredValue::Text(_) => (String::new(), true),
-            };
-            if is_fact {
-                if let MeasuredValue::Text(t) = &m.value {
+            let value = match &m.value {
+                MeasuredValue::Number(n) => fmt_value(*n),
+                MeasuredValue::Flag(b) => u8::from(*b).to_string(),
+                MeasuredValue::Text(t) => {
                     add(
                         "meshbench_probe_fact".into(),
                         "A fact found by a probe check (driver, hypervisor, scheduler, ...)."
@@ -103,9 +100,9 @@ pub fn render(report: &ProbeReport, unix_time: f64) -> String {
                         ),
                         "1".into(),
                     );
+                    continue;
                 }
-                continue;
-            }
+            };
             let unit = if m.unit.is_empty() {
                 String::new()
             } else {
