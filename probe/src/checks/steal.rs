@@ -34,14 +34,25 @@ impl Ticks {
     fn from_cpu(c: &CpuTime) -> Ticks {
         // guest and guest_nice are already counted in user and nice: not added again.
         Ticks {
-            busy: c.user + c.nice + c.system + c.irq.unwrap_or(0) + c.softirq.unwrap_or(0),
-            idle: c.idle + c.iowait.unwrap_or(0),
+            busy: sum(&[
+                c.user,
+                c.nice,
+                c.system,
+                c.irq.unwrap_or(0),
+                c.softirq.unwrap_or(0),
+            ]),
+            idle: sum(&[c.idle, c.iowait.unwrap_or(0)]),
             steal: c.steal.unwrap_or(0),
         }
     }
     fn total(&self) -> u64 {
-        self.busy + self.idle + self.steal
+        sum(&[self.busy, self.idle, self.steal])
     }
+}
+
+/// Counters as read from a file: a sum saturates instead of overflowing.
+fn sum(ticks: &[u64]) -> u64 {
+    ticks.iter().fold(0, |a, &b| a.saturating_add(b))
 }
 
 /// One /proc/stat snapshot reduced to what steal needs.
@@ -307,5 +318,17 @@ mod tests {
             .unwrap_err()
             .contains("number of CPUs"));
         assert!(parse_stat("/proc/stat", "garbage\n").is_err());
+    }
+
+    #[test]
+    fn counters_near_the_top_of_u64_do_not_overflow() {
+        let max = u64::MAX;
+        let a = stat(&["cpu  0 0 0 0 0 0 0 0 0 0", "cpu0 0 0 0 0 0 0 0 0 0 0"]);
+        let b = stat(&[
+            &format!("cpu  {max} {max} 1 1 0 0 0 0 0 0"),
+            &format!("cpu0 {max} {max} 1 1 0 0 0 0 0 0"),
+        ]);
+        let s = steal_between(&a, &b).unwrap();
+        assert_eq!(s.overall_pct, 0.0);
     }
 }
