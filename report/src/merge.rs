@@ -108,7 +108,8 @@ pub fn merge(out: &Path, inputs: &[PathBuf]) -> Result<MergeSummary, ReportError
             .begin_log_with(&mut buf, &mut ser)
             .map_err(|e| write_err(e.to_string()))?;
         for ((tag, sec), (h, dur)) in entries {
-            *totals.entry(tag.clone().unwrap_or_default()).or_default() += h.len();
+            let total = totals.entry(tag.clone().unwrap_or_default()).or_default();
+            *total = total.saturating_add(h.len());
             let start = Duration::from_secs((sec - first).max(0) as u64);
             w.write_histogram(
                 h,

@@ -38,7 +38,8 @@ impl SplitChart {
         if c.subsets.is_empty() {
             return None;
         }
-        let total: u64 = c.subsets.iter().map(|s| s.count).sum();
+        // as f64: counts from run.json may be anything, a u64 sum could overflow
+        let total: f64 = c.subsets.iter().map(|s| s.count as f64).sum();
         let check = c
             .checks
             .iter()
@@ -50,13 +51,7 @@ impl SplitChart {
             subsets: c
                 .subsets
                 .iter()
-                .map(|s| {
-                    (
-                        s.name.clone(),
-                        s.count,
-                        s.expected_share.map(|e| e * total as f64),
-                    )
-                })
+                .map(|s| (s.name.clone(), s.count, s.expected_share.map(|e| e * total)))
                 .collect(),
             verdict: check
                 .map(|k| status_word(k.status).to_string())

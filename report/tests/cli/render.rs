@@ -275,3 +275,20 @@ fn a_cell_that_measured_nothing_renders_without_failing() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).contains("no completed requests"));
 }
+
+#[test]
+fn subset_counts_near_u64_max_render_without_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = CellSpec::new("c", None, "off");
+    s.seconds = 3;
+    s.subsets = vec![("v1".into(), 50.0), ("v2".into(), 50.0)];
+    let mut r = common::write_run(dir.path(), "huge", &[s]);
+    for sub in &mut r.cells[0].subsets {
+        sub.count = u64::MAX;
+    }
+    meshbench_schema::write_json_atomic(&dir.path().join("run.json"), &r).unwrap();
+    let o = bin(&["render", p(dir.path())]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(dir.path().join("plots/subsets-01-c.svg").exists());
+}
