@@ -106,3 +106,53 @@ async fn open_loop_achieves_the_target_rate() {
     assert_eq!(counted, c.ok);
     assert!((3..=5).contains(&intervals), "{intervals} intervals");
 }
+
+/// A target that cannot keep up (one connection, 20 ms per request: 50 req/s) asked for
+/// 200 req/s for 1 s: the backlog shows in corrected latency and achieved rate, and what
+/// could not be sent before giving up (1 s timeout + 1 s after the schedule) is reported,
+/// not dropped silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlog_shows_in_corrected_latency_and_achieved_rate() {
+    let (addr, _srv) = spawn(ServeConfig {
+        service_time: Duration::from_millis(20),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = run_text(
+        dir.path(),
+        &format!(
+            "[target]\nurl = \"http://{addr}/\"\ntimeout = \"1s\"\n[load]\nrate = 200\nconnections = 1\nduration = \"1s\"\n"
+        ),
+    )
+    .await;
+    let c = &run.result.cells[0];
+    assert_eq!(c.errors.total(), 0);
+    assert!(c.requests < 200, "{} requests", c.requests);
+    assert!(c.achieved_rate < 70.0, "achieved {} req/s", c.achieved_rate);
+    assert!(
+        c.duration_s > 2.0,
+        "window extended to the last completion: {}",
+        c.duration_s
+    );
+    assert!(
+        c.latency.corrected.p99_us > 1_000_000.0,
+        "{:?}",
+        c.latency.corrected
+    );
+    assert!(
+        c.latency.uncorrected.p99_us < 200_000.0,
+        "{:?}",
+        c.latency.uncorrected
+    );
+    let unsent = 200 - c.requests;
+    assert!(
+        run.result
+            .warnings
+            .iter()
+            .any(|w| w.contains(&format!("{unsent} scheduled requests were never sent"))),
+        "{:?}",
+        run.result.warnings
+    );
+}
