@@ -87,8 +87,8 @@ fn add_into(slot: &mut Option<Histogram<u64>>, h: &Histogram<u64>) {
     add(slot.get_or_insert_with(|| empty_sum(h)), h);
 }
 
-/// Decode an interval log one interval at a time, in file order, handing each to
-/// `visit`; only the interval being decoded is held in memory. A missing file, a line that
+/// Decode an interval log one line at a time, in file order, handing each interval to
+/// `visit`; only the line being decoded is held in memory. A missing file, a line that
 /// does not parse (e.g. a truncated last line) or a histogram that does not decode is an
 /// error naming the file. Returns the number of intervals.
 pub fn for_each_interval(
@@ -96,51 +96,57 @@ pub fn for_each_interval(
     mut visit: impl FnMut(Interval),
 ) -> Result<usize, ReportError> {
     use base64::Engine as _;
-    let bytes = std::fs::read(path).map_err(|source| ReportError::Io {
+    use std::io::BufRead as _;
+    let io = |source| ReportError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let mut reader = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
+    let mut line = Vec::new();
+    let mut line_no = 0;
     let mut base = 0.0;
     let mut deserializer = Deserializer::new();
     let mut n = 0;
-    for entry in IntervalLogIterator::new(&bytes) {
-        match entry {
-            Ok(LogEntry::StartTime(_)) => {}
-            Ok(LogEntry::BaseTime(d)) => base = d.as_secs_f64(),
-            Ok(LogEntry::Interval(i)) => {
-                n += 1;
-                let bin = base64::engine::general_purpose::STANDARD
-                    .decode(i.encoded_histogram().trim())
-                    .map_err(|e| {
-                        ReportError::hlog(path, format!("interval {n}: bad base64: {e}"))
-                    })?;
-                let hist: Histogram<u64> =
-                    deserializer.deserialize(&mut bin.as_slice()).map_err(|e| {
-                        ReportError::hlog(path, format!("interval {n}: bad histogram: {e:?}"))
-                    })?;
-                visit(Interval {
-                    tag: i.tag().map(|t| t.as_str().to_string()),
-                    start_s: base + i.start_timestamp().as_secs_f64(),
-                    duration_s: i.duration().as_secs_f64(),
-                    hist,
-                });
-            }
-            Err(LogIteratorError::ParseError { offset }) => {
-                let line = bytes[..offset.min(bytes.len())]
-                    .iter()
-                    .filter(|&&b| b == b'\n')
-                    .count()
-                    + 1;
-                return Err(ReportError::hlog(
-                    path,
-                    format!(
-                        "not a valid interval log: cannot parse line {line} (truncated or corrupt)"
-                    ),
-                ));
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).map_err(io)? == 0 {
+            return Ok(n);
+        }
+        line_no += 1;
+        // the log format is line by line: one line is a whole input for the parser
+        for entry in IntervalLogIterator::new(&line) {
+            match entry {
+                Ok(LogEntry::StartTime(_)) => {}
+                Ok(LogEntry::BaseTime(d)) => base = d.as_secs_f64(),
+                Ok(LogEntry::Interval(i)) => {
+                    n += 1;
+                    let bin = base64::engine::general_purpose::STANDARD
+                        .decode(i.encoded_histogram().trim())
+                        .map_err(|e| {
+                            ReportError::hlog(path, format!("interval {n}: bad base64: {e}"))
+                        })?;
+                    let hist: Histogram<u64> =
+                        deserializer.deserialize(&mut bin.as_slice()).map_err(|e| {
+                            ReportError::hlog(path, format!("interval {n}: bad histogram: {e:?}"))
+                        })?;
+                    visit(Interval {
+                        tag: i.tag().map(|t| t.as_str().to_string()),
+                        start_s: base + i.start_timestamp().as_secs_f64(),
+                        duration_s: i.duration().as_secs_f64(),
+                        hist,
+                    });
+                }
+                Err(LogIteratorError::ParseError { .. }) => {
+                    return Err(ReportError::hlog(
+                        path,
+                        format!(
+                            "not a valid interval log: cannot parse line {line_no} (truncated or corrupt)"
+                        ),
+                    ));
+                }
             }
         }
     }
-    Ok(n)
 }
 
 /// Read and decode a whole interval log into memory (every interval's histogram: for
