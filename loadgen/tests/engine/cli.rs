@@ -115,8 +115,17 @@ fn every_scenario_in_the_repo_validates() {
 
 #[test]
 fn json_summary_and_set_on_the_smoke_scenario() {
+    json_summary_and_set("smoke");
+}
+
+#[test]
+fn json_summary_and_set_on_the_builtin_app_scenario() {
+    json_summary_and_set("app");
+}
+
+fn json_summary_and_set(name: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let smoke = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/smoke.toml");
+    let smoke = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../scenarios/{name}.toml"));
     let (code, stdout, stderr) = loadgen(
         dir.path(),
         &[
@@ -144,7 +153,7 @@ fn json_summary_and_set_on_the_smoke_scenario() {
         .file_name()
         .unwrap()
         .to_string_lossy()
-        .starts_with("smoke-"));
+        .starts_with(&format!("{name}-")));
 }
 
 #[test]
