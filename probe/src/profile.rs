@@ -308,11 +308,16 @@ pub fn parse_version(s: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
+/// 1-based line and column (in characters, as editors and loadgen count) of a byte offset.
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
     let line = before.matches('\n').count() + 1;
-    let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
-    (line, col)
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    (line, before[line_start..].chars().count() + 1)
 }
 
 #[cfg(test)]
@@ -358,6 +363,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("kernel.warn_below"), "{e}");
+    }
+
+    #[test]
+    fn columns_count_characters() {
+        let e = Profile::parse("p.toml", "[steal]\nwarn_pct = \"é\" x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("p.toml:2:16: "), "{e}");
+        assert_eq!(line_col("aé\nb", 2), (1, 2));
     }
 
     #[test]
