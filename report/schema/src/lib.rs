@@ -225,14 +225,9 @@ pub struct ErrorCounts {
 
 impl ErrorCounts {
     pub fn total(&self) -> u64 {
-        self.connect_refused
-            + self.connect_timeout
-            + self.tls
-            + self.request_timeout
-            + self.connection_reset
-            + self.http_4xx
-            + self.http_5xx
-            + self.other
+        self.by_class()
+            .iter()
+            .fold(0u64, |sum, (_, n)| sum.saturating_add(*n))
     }
 
     /// (class name, count) pairs in a fixed order, for printers and charts.
