@@ -426,6 +426,7 @@ pub async fn run_cell(
                 sched: sched.clone(),
                 rec: rec.clone(),
                 slot: slot.clone(),
+                own: None,
                 stop: stop.clone(),
                 think: load.think_time,
             };
@@ -578,6 +579,8 @@ struct Lane {
     sched: Arc<Schedule>,
     rec: Arc<Mutex<Recorder>>,
     slot: Arc<tokio::sync::Mutex<Option<Sender>>>,
+    /// HTTP/1.1: the lane's own connection between requests (no lock on the hot path).
+    own: Option<Sender>,
     stop: watch::Receiver<bool>,
     think: Duration,
 }
@@ -628,7 +631,7 @@ impl Lane {
                             )
                         }
                         Ok(Ok((status, subset))) => {
-                            self.release(s).await;
+                            self.release(s);
                             (sent, Outcome::Response { status, subset })
                         }
                     }
@@ -653,9 +656,15 @@ impl Lane {
         }
     }
 
-    /// A sender for one request: the connection's (HTTP/2: a clone; HTTP/1.1: taken out
-    /// and put back by `release`), or a new connection when there is none or it closed.
-    async fn acquire(&self) -> Result<Sender, Failure> {
+    /// A sender for one request: the connection's (HTTP/2: a clone of the shared one;
+    /// HTTP/1.1: the lane's own, kept by `release`), or a new connection when there is none
+    /// or it closed.
+    async fn acquire(&mut self) -> Result<Sender, Failure> {
+        if let Some(s) = self.own.take() {
+            if !s.is_closed() {
+                return Ok(s);
+            }
+        }
         let mut g = self.slot.lock().await;
         if let Some(s) = g.as_ref() {
             if !s.is_closed() {
@@ -677,12 +686,9 @@ impl Lane {
         })
     }
 
-    async fn release(&self, s: Sender) {
+    fn release(&mut self, s: Sender) {
         if !s.is_h2() {
-            let mut g = self.slot.lock().await;
-            if g.is_none() {
-                *g = Some(s);
-            }
+            self.own = Some(s);
         }
     }
 
