@@ -353,11 +353,18 @@ pub async fn run_cell(
     mut stop: watch::Receiver<bool>,
     on_progress: &mut (dyn FnMut(&Progress) + Send),
 ) -> Result<CellMeasurement, EngineError> {
-    // Connections first (failures are counted later, per request), so that connection
+    // Connections first, concurrently (failures are counted later, per request), so that connection
     // set-up does not delay the first scheduled requests.
-    let mut firsts = Vec::new();
-    for _ in 0..load.connections {
-        firsts.push(conn::connect(&target).await.ok());
+    let mut connecting = JoinSet::new();
+    for i in 0..load.connections {
+        let t = target.clone();
+        connecting.spawn(async move { (i, conn::connect(&t).await.ok()) });
+    }
+    let mut firsts: Vec<Option<Sender>> = (0..load.connections).map(|_| None).collect();
+    while let Some(r) = connecting.join_next().await {
+        if let Ok((i, s)) = r {
+            firsts[i as usize] = s;
+        }
     }
     let started_at = SystemTime::now();
     let start = Instant::now();
