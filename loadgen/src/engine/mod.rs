@@ -353,8 +353,8 @@ pub async fn run_cell(
     mut stop: watch::Receiver<bool>,
     on_progress: &mut (dyn FnMut(&Progress) + Send),
 ) -> Result<CellMeasurement, EngineError> {
-    // Connections first, concurrently (failures are counted later, per request), so that connection
-    // set-up does not delay the first scheduled requests.
+    // Connections first, concurrently (failures are counted later, per request), so that
+    // connection set-up does not delay the first scheduled requests.
     let mut connecting = JoinSet::new();
     for i in 0..load.connections {
         let t = target.clone();
