@@ -32,7 +32,8 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// The built-in app server (target of smoke.toml, the tests and the embedded mesh).
+    /// The built-in app server (target of scenarios/app.toml and the tests; the embedded
+    /// mesh's app workloads).
     Serve(ServeArgs),
     /// The embedded mesh's sidecar process, started by `run` (prints `listening on ADDR`).
     #[command(hide = true)]
@@ -44,6 +45,7 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
+    /// Scenario file (TOML).
     pub scenario: PathBuf,
     /// Run directory (default results/<scenario>-<UTC timestamp>/).
     #[arg(long)]
