@@ -72,6 +72,8 @@ pub struct Target {
     pub uri_abs: http::Uri,
     pub uri_path: http::Uri,
     pub headers: http::HeaderMap,
+    /// `headers` plus `Host` (HTTP/1.1), built once.
+    pub headers_h1: http::HeaderMap,
     pub body: Bytes,
     pub timeout: Duration,
     pub connect_timeout: Duration,
@@ -155,7 +157,14 @@ impl Target {
         } else {
             None
         };
+        let mut headers_h1 = headers.clone();
+        if !headers_h1.contains_key(http::header::HOST) {
+            let v = http::HeaderValue::from_str(&authority)
+                .map_err(|_| bad(format!("`{authority}` is not a valid Host header")))?;
+            headers_h1.insert(http::header::HOST, v);
+        }
         Ok(Target {
+            headers_h1,
             addrs,
             authority,
             protocol: plan.protocol,
@@ -180,17 +189,13 @@ impl Target {
     fn request(&self, h2: bool) -> http::Request<Full<Bytes>> {
         let mut req = http::Request::new(Full::new(self.body.clone()));
         *req.method_mut() = self.method.clone();
-        *req.headers_mut() = self.headers.clone();
         if h2 {
+            *req.headers_mut() = self.headers.clone();
             *req.uri_mut() = self.uri_abs.clone();
             *req.version_mut() = http::Version::HTTP_2;
         } else {
+            *req.headers_mut() = self.headers_h1.clone();
             *req.uri_mut() = self.uri_path.clone();
-            if !req.headers().contains_key(http::header::HOST) {
-                if let Ok(v) = http::HeaderValue::from_str(&self.authority) {
-                    req.headers_mut().insert(http::header::HOST, v);
-                }
-            }
         }
         req
     }
