@@ -60,6 +60,10 @@ pub struct RunArgs {
     /// cannot be written); every cell is then marked "CPU limit not applied".
     #[arg(long)]
     pub no_cpu_limits: bool,
+    /// Do not render report.html, summary.md and plots/ at the end (`report render` can
+    /// do it later).
+    #[arg(long)]
+    pub no_report: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -214,6 +218,8 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<u8> {
         Ok::<_, anyhow::Error>(out?)
     })?;
     rt.shutdown_background();
+    // The results are on disk by now; a report that cannot be drawn loses nothing measured.
+    let report = (!args.no_report).then(|| report::render(&out.dir));
     let stdout = std::io::stdout();
     let mut w = stdout.lock();
     if args.json {
@@ -222,6 +228,12 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<u8> {
     } else {
         write!(w, "{}", crate::output::summary_table(&out.result))?;
         writeln!(w, "results: {}", out.dir.display())?;
+    }
+    match report {
+        Some(Ok(rendered)) if args.json => eprintln!("report: {}", rendered.report_html.display()),
+        Some(Ok(rendered)) => writeln!(w, "report: {}", rendered.report_html.display())?,
+        Some(Err(e)) => eprintln!("error: report not rendered: {e}"),
+        None => {}
     }
     for warning in &out.result.warnings {
         eprintln!("warning: {warning}");
