@@ -103,6 +103,10 @@ pub struct ServeArgs {
     pub stall: Option<Dur>,
     #[arg(long, value_parser = parse_dur, requires = "stall")]
     pub stall_every: Option<Dur>,
+    /// Stop when the parent process exits (the embedded mesh starts its apps with this, so
+    /// a loadgen killed with SIGKILL leaves no app behind).
+    #[arg(long, hide = true)]
+    pub exit_with_parent: bool,
 }
 
 fn parse_dur(s: &str) -> Result<Dur, String> {
@@ -292,7 +296,21 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<u8> {
             writeln!(out, "listening on {addr}")?;
             out.flush()?;
         }
-        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        // Polled rather than PR_SET_PDEATHSIG, which fires when the spawning *thread* exits.
+        let parent = nix::unistd::getppid();
+        let mut orphan = tokio::time::interval(std::time::Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = int.recv() => break,
+                _ = term.recv() => break,
+                _ = orphan.tick() => {
+                    if a.exit_with_parent && nix::unistd::getppid() != parent {
+                        eprintln!("serve: parent exited; stopping");
+                        break;
+                    }
+                }
+            }
+        }
         handle.shutdown().await;
         Ok::<_, anyhow::Error>(())
     })?;

@@ -354,6 +354,52 @@ impl Cgroups {
     }
 }
 
+impl Cgroups {
+    /// Remove empty cgroups left by a loadgen that was killed with SIGKILL (named
+    /// `meshbench-<pid>-...` for a pid that no longer runs). Its children exit with it, but
+    /// nobody is left to rmdir their groups. Returns the directories removed.
+    pub fn remove_stale(&self) -> Vec<PathBuf> {
+        let parents: Vec<&PathBuf> = match self {
+            Cgroups::V2 { parent } => vec![parent],
+            Cgroups::V1 {
+                cpu,
+                cpuacct,
+                memory,
+            } => std::iter::once(cpu)
+                .chain(cpuacct.iter())
+                .chain(memory.iter())
+                .collect(),
+        };
+        let mut removed = Vec::new();
+        for parent in parents {
+            let Ok(entries) = std::fs::read_dir(parent) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(pid) = name
+                    .strip_prefix("meshbench-")
+                    .and_then(|rest| rest.split('-').next())
+                    .and_then(|p| p.parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                let dir = entry.path();
+                let empty = std::fs::read_to_string(dir.join("cgroup.procs"))
+                    .map(|t| t.trim().is_empty())
+                    .unwrap_or(true);
+                if !Path::new(&format!("/proc/{pid}")).exists()
+                    && empty
+                    && std::fs::remove_dir(&dir).is_ok()
+                {
+                    removed.push(dir);
+                }
+            }
+        }
+        removed
+    }
+}
+
 fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
     std::fs::write(path, value).map_err(io(path, "write"))
 }
@@ -626,6 +672,26 @@ mod tests {
             d = d.parent().unwrap().to_path_buf();
         }
         user
+    }
+
+    #[test]
+    fn stale_groups_of_dead_loadgens_are_removed_and_nothing_else() {
+        let root = tempfile::tempdir().unwrap();
+        let parent = root.path().to_path_buf();
+        // pid_max is at most 2^22, so this pid never runs.
+        let dead = parent.join("meshbench-999999999-0-cpu_100m_log_off");
+        let live = parent.join(format!("{}7-x", name_prefix(std::process::id())));
+        let busy = parent.join("meshbench-999999998-1-y");
+        let other = parent.join("kubepods");
+        for d in [&dead, &live, &busy, &other] {
+            std::fs::create_dir(d).unwrap();
+        }
+        // A group that still has a process is never touched, even if its loadgen is gone.
+        std::fs::write(busy.join("cgroup.procs"), "4242\n").unwrap();
+        let cgs = Cgroups::V2 { parent };
+        assert_eq!(cgs.remove_stale(), vec![dead.clone()]);
+        assert!(!dead.exists());
+        assert!(live.exists() && busy.exists() && other.exists());
     }
 
     #[test]

@@ -78,9 +78,11 @@ impl Mesh {
     /// Check that cgroups can be written, without starting anything. The error names what
     /// is missing (path and errno).
     pub fn check_cgroups(&mut self) -> Result<crate::cgroup::Version, MeshError> {
-        let cg = self
-            .cgroups
-            .get_or_insert_with(|| Cgroups::detect().map_err(|e| e.to_string()));
+        let cg = self.cgroups.get_or_insert_with(|| {
+            let cgroups = Cgroups::detect().map_err(|e| e.to_string())?;
+            cgroups.remove_stale();
+            Ok(cgroups)
+        });
         match cg {
             Ok(c) => Ok(c.version()),
             Err(e) => Err(MeshError::Cgroup(e.clone())),
@@ -137,6 +139,7 @@ impl Mesh {
                 "serve".to_string(),
                 "--listen".into(),
                 "127.0.0.1:0".into(),
+                "--exit-with-parent".into(),
                 "--header".into(),
                 format!("{}: {}", self.spec.subset_header, s.name),
                 "--service-time".into(),

@@ -65,7 +65,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// A minimal `loadgen serve`: --listen, --header 'k: v', --service-time, --body-bytes.
+/// A minimal `loadgen serve`: --listen, --header 'k: v', --service-time, --body-bytes,
+/// --exit-with-parent.
 fn serve(args: &[String]) -> ExitCode {
     let mut listen = "127.0.0.1:0".to_string();
     let mut headers = Vec::new();
@@ -73,6 +74,9 @@ fn serve(args: &[String]) -> ExitCode {
     let mut body = 16usize;
     let mut it = args.iter();
     while let Some(a) = it.next() {
+        if a == "--exit-with-parent" {
+            continue; // this stand-in is reaped by the test itself
+        }
         let v = it.next().cloned().unwrap_or_default();
         match a.as_str() {
             "--listen" => listen = v,

@@ -162,3 +162,23 @@ async fn refused_connections_are_counted_and_do_not_stop_the_run() {
     assert_eq!(c.errors.connect_refused, 20, "{:?}", c.errors);
     assert_eq!(c.requests, 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_responses_are_counted_as_request_timeouts() {
+    // Every response takes 400 ms; the per-request timeout is 100 ms.
+    let (addr, _srv) = spawn(ServeConfig {
+        service_time: std::time::Duration::from_millis(400),
+        ..plain()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[target]\nurl = \"http://{addr}/\"\ntimeout = \"100ms\"\n[load]\nrate = 50\nconnections = 2\nrequests = 10\n"
+    );
+    let run = run_text(dir.path(), &text).await;
+    let c = &run.result.cells[0];
+    assert_eq!(c.ok, 0, "{c:?}");
+    assert_eq!(c.errors.request_timeout, 10, "{:?}", c.errors);
+    assert_eq!(c.errors.total(), 10, "{:?}", c.errors);
+}
