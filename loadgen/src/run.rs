@@ -378,6 +378,11 @@ async fn run_one<T: CellTarget>(
             .iter()
             .map(|(k, (n, _))| (k.to_string(), *n))
             .collect(),
+        status_latency: rec
+            .by_class
+            .iter()
+            .map(|(k, (_, pair))| (k.to_string(), pair.latency()))
+            .collect(),
         latency: rec.total.latency(),
         subsets,
         hlog: Some(hlog_name),

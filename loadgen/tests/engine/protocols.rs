@@ -139,6 +139,11 @@ async fn http_errors_are_counted_by_class() {
         };
         assert_eq!(n, 30);
         assert_eq!(c.errors.total(), 30);
+        // Error responses have their own latency; the success histogram stays empty.
+        assert_eq!(c.status_latency[class].corrected.count, 30);
+        assert_eq!(c.status_latency[class].uncorrected.count, 30);
+        assert!(!c.status_latency.contains_key("2xx"));
+        assert_eq!(c.latency.corrected.count, 0);
     }
 }
 

@@ -303,6 +303,10 @@ pub struct CellResult {
     /// Counts by status class ("2xx", "3xx", "4xx", "5xx").
     #[serde(default)]
     pub status_classes: BTreeMap<String, u64>,
+    /// Latency of every response of each status class ("2xx", "5xx", ...): a fast 503
+    /// and a slow 200 are told apart here, while `latency` holds successful responses only.
+    #[serde(default)]
+    pub status_latency: BTreeMap<String, Latency>,
     pub latency: Latency,
     #[serde(default)]
     pub subsets: Vec<SubsetResult>,
@@ -456,6 +460,7 @@ mod tests {
                     ..Default::default()
                 },
                 status_classes: BTreeMap::new(),
+                status_latency: BTreeMap::new(),
                 latency: Latency::default(),
                 subsets: vec![],
                 hlog: Some("cell-0.hlog".into()),

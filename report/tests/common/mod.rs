@@ -250,6 +250,7 @@ pub fn cell(dir: &Path, index: usize, spec: &CellSpec) -> CellResult {
         },
         errors,
         status_classes: status,
+        status_latency: Default::default(),
         latency: Latency {
             corrected: percentiles(&c),
             uncorrected: percentiles(&u),
