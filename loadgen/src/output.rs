@@ -164,13 +164,15 @@ pub fn summary_table(run: &RunResult) -> String {
         out.push_str("INTERRUPTED: results cover the part of the run that completed\n");
     }
     out.push_str(&crate::mesh_target::sidecar_summary(run));
-    for c in run
-        .checks
+    let run_checks = run.checks.iter().map(|c| (None, c));
+    let cell_checks = run
+        .cells
         .iter()
-        .chain(run.cells.iter().flat_map(|c| c.checks.iter()))
-    {
+        .flat_map(|cell| cell.checks.iter().map(move |c| (Some(&cell.id), c)));
+    for (cell, c) in run_checks.chain(cell_checks) {
+        let scope = cell.map(|id| format!(" [{id}]")).unwrap_or_default();
         out.push_str(&format!(
-            "check {}: {:?}: {}\n",
+            "check {}{scope}: {:?}: {}\n",
             c.name, c.status, c.summary
         ));
     }

@@ -157,7 +157,8 @@ pub struct Recorder {
     /// True once any connection negotiated HTTP/2.
     pub saw_h2: bool,
     /// Open loop: how late requests were sent after their intended time (the generator's
-    /// own lateness, e.g. a busy host; it is part of corrected latency).
+    /// own lateness, e.g. a busy host; it is part of corrected latency). Counted only for
+    /// lanes that were free at the intended time, so waiting on a slow target is not in it.
     pub send_lag: Hist,
 }
 

@@ -601,6 +601,7 @@ impl Lane {
     async fn run(mut self) {
         let closed = self.sched.mode == LoadMode::Closed;
         loop {
+            let waiting_since = Instant::now();
             let ticket = tokio::select! {
                 t = self.sched.claim() => t,
                 _ = stopped(&mut self.stop) => None,
@@ -652,7 +653,10 @@ impl Lane {
             let done = Instant::now();
             if ticket.measured {
                 let mut rec = self.rec.lock().expect("recorder lock");
-                if !closed {
+                // The generator's own lateness: only when this lane was already free at
+                // the intended time. A ticket that waited for a lane to come free waited on
+                // the target (every connection busy), which is not the generator's doing.
+                if !closed && waiting_since <= intended {
                     let lag = before.saturating_duration_since(intended);
                     rec.send_lag
                         .saturating_record((lag.as_micros() as u64).max(1));
