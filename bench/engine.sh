@@ -95,7 +95,7 @@ TOML
 scenario
 
 lg_json() { # extra --set args...
-  "$LOADGEN" run "$WORK/s.toml" --json --out "$WORK/out-$RANDOM" "$@"
+  "$LOADGEN" run "$WORK/s.toml" --no-report --json --out "$WORK/out-$RANDOM" "$@"
 }
 jq_py() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
@@ -145,7 +145,7 @@ echo
 if [[ "$RSS_DURATION" == 0 ]]; then exit 0; fi
 echo "## 3. peak RSS, open loop 1000 req/s for $RSS_DURATION"
 echo
-/usr/bin/time -v -o "$WORK/time.txt" "$LOADGEN" run "$WORK/s.toml" --json --out "$WORK/out-rss" \
+/usr/bin/time -v -o "$WORK/time.txt" "$LOADGEN" run "$WORK/s.toml" --no-report --json --out "$WORK/out-rss" \
   --set load.mode=open --set load.rate=1000 --set load.duration="$RSS_DURATION" > "$WORK/rss.json"
 lg_ok "$WORK/rss.json"
 rss_kb=$(awk -F: '/Maximum resident set size/ {gsub(/ /,"",$2); print $2}' "$WORK/time.txt")

@@ -68,7 +68,7 @@ strict_mtls = false
 rate = 10
 duration = "1s"
 TOML
-"$LOADGEN" run "$WORK/pki.toml" --no-cpu-limits --out "$WORK/pki-run" > /dev/null 2>&1
+"$LOADGEN" run "$WORK/pki.toml" --no-report --no-cpu-limits --out "$WORK/pki-run" > /dev/null 2>&1
 PKI=$WORK/pki-run/mesh
 [[ -f $PKI/ca.pem ]] || { echo "no PKI in $PKI" >&2; exit 1; }
 
@@ -144,7 +144,7 @@ for round in $(seq 1 "$ROUNDS"); do
     before=0; [[ -n $pid ]] && before=$(cpu_ticks "$pid")
     out=$WORK/run-$t-$round
     code=0
-    "$LOADGEN" run "$s" --out "$out" > "$WORK/$t-$round.log" 2>&1 || code=$?
+    "$LOADGEN" run "$s" --no-report --out "$out" > "$WORK/$t-$round.log" 2>&1 || code=$?
     after=0; [[ -n $pid ]] && after=$(cpu_ticks "$pid")
     [[ $code -le 1 ]] || { echo "loadgen failed on $t: $(tail -3 "$WORK/$t-$round.log")" >&2; exit 1; }
     python3 - "$out/run.json" "$t" "$round" "$(( (after - before) * 1000 / HZ ))" >> "$WORK/results.txt" <<'PY'
