@@ -198,10 +198,9 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<u8> {
         let mut ui = crate::output::Live::new(!args.json);
         let mut on_event = |e: crate::run::Event<'_>| ui.event(e);
         let out = if plan.mesh.is_some() {
-            let dir = args
-                .out
-                .clone()
-                .unwrap_or_else(|| crate::mesh_target::default_run_dir(&plan));
+            let dir = args.out.clone().unwrap_or_else(|| {
+                crate::run::default_run_dir(&plan.name, std::time::SystemTime::now())
+            });
             let exe = std::env::current_exe()?;
             let mut target =
                 crate::mesh_target::MeshTarget::new(dir.clone(), exe, args.no_cpu_limits);

@@ -167,15 +167,6 @@ pub fn plan_mesh(
     })
 }
 
-/// `results/<scenario>-<UTC timestamp>/`, as the run loop names it.
-pub fn default_run_dir(plan: &Plan) -> PathBuf {
-    PathBuf::from("results").join(format!(
-        "{}-{}",
-        plan.name,
-        crate::run::compact_utc(std::time::SystemTime::now())
-    ))
-}
-
 /// Whether any cell of `plan` asks for a sidecar CPU or memory limit.
 pub fn needs_cgroups(plan: &Plan) -> bool {
     plan.cells.iter().any(|c| {

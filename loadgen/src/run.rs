@@ -144,6 +144,11 @@ pub struct RunOutput {
     pub result: RunResult,
 }
 
+/// `results/<scenario>-<UTC timestamp>/`, the run directory when `--out` is not given.
+pub fn default_run_dir(name: &str, at: SystemTime) -> PathBuf {
+    PathBuf::from("results").join(format!("{name}-{}", compact_utc(at)))
+}
+
 /// `20261127T215500Z` from a time.
 pub fn compact_utc(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t)
@@ -193,9 +198,10 @@ pub async fn run_plan<T: CellTarget>(
     on_event: &mut (dyn FnMut(Event<'_>) + Send),
 ) -> Result<RunOutput, RunError> {
     let started = SystemTime::now();
-    let dir = opts.out.clone().unwrap_or_else(|| {
-        PathBuf::from("results").join(format!("{}-{}", plan.name, compact_utc(started)))
-    });
+    let dir = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| default_run_dir(&plan.name, started));
     std::fs::create_dir_all(&dir).map_err(|source| RunError::Io {
         path: dir.clone(),
         source,
