@@ -8,15 +8,22 @@
 //! - sequential write: 1 MiB `O_DIRECT` writes up to `io.size_mib`, then `fdatasync`,
 //!   bounded by `io.phase_seconds`; this also lays the file out for the random tests.
 //! - 4 KiB random read, then random write, `O_DIRECT`, queue depth `io.queue_depth`
-//!   (32): that many threads each doing blocking `pread`/`pwrite` on the shared file
-//!   descriptor, for `io.phase_seconds`. Latency per thread in an HDR histogram (ns),
-//!   merged with `add`.
+//!   (32), for `io.phase_seconds`. Engine `io_uring`: ONE thread keeps that many reads or
+//!   writes in flight through an io_uring (one aligned buffer per slot), like fio's
+//!   libaio/io_uring engines; latency per I/O (submission to completion) in an HDR
+//!   histogram (ns). Fallback engine `threads`, when io_uring cannot be set up (old kernel,
+//!   seccomp, `IORING_OP_READ` unsupported): that many threads each doing blocking
+//!   `pread`/`pwrite` on the shared file descriptor, histograms merged with `add`. The
+//!   finding's reason names the engine used (and why io_uring was not).
 //!
 //! Refuses to run when free space is below twice `io.size_mib`. O_DIRECT needs aligned
-//! buffers: a Vec with 4 KiB of slack and its aligned sub-slice (no `unsafe`).
+//! buffers: a Vec with 4 KiB of slack and its aligned sub-slice. The only `unsafe` is
+//! pushing an io_uring submission (see `push_rw`).
 
 use hdrhistogram::Histogram;
+use io_uring::{opcode, squeue, types, IoUring};
 use meshbench_schema::{Finding, Verdict};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Barrier;
@@ -100,12 +107,33 @@ pub struct SeqResult {
     pub direct: bool,
 }
 
+/// How the random I/O was issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// One thread keeping `queue_depth` requests in flight through an io_uring.
+    IoUring,
+    /// `queue_depth` threads each blocking in `pread`/`pwrite` (fallback).
+    Threads,
+}
+
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::IoUring => "io_uring",
+            Engine::Threads => "threads",
+        }
+    }
+}
+
 /// Random I/O result.
 #[derive(Debug)]
 pub struct RandResult {
     pub hist: Histogram<u64>,
     pub ops: u64,
     pub elapsed: Duration,
+    pub engine: Engine,
+    /// Why io_uring was not used, when `engine` is `Threads`.
+    pub fallback: Option<String>,
 }
 
 impl RandResult {
@@ -203,8 +231,196 @@ pub fn seq_test(dir: &Path, size: u64, limit: Duration) -> Result<(TempFile, Seq
     Ok((t, r))
 }
 
-/// 4 KiB random reads or writes at queue depth `qd` over the first `bytes` of the file.
+/// 4 KiB random reads or writes at queue depth `qd` over the first `bytes` of the file:
+/// through io_uring from one thread, or with `qd` blocking threads when io_uring cannot be
+/// set up.
 pub fn rand_test(
+    t: &TempFile,
+    bytes: u64,
+    qd: u32,
+    write: bool,
+    limit: Duration,
+) -> Result<RandResult, String> {
+    let blocks = bytes / BLOCK as u64;
+    if blocks == 0 {
+        return Err(format!(
+            "{}: nothing was written to read back",
+            t.path().display()
+        ));
+    }
+    match rand_uring(t, bytes, qd, write, limit) {
+        Ok(r) => Ok(r),
+        Err(UringError::Io(e)) => Err(e),
+        Err(UringError::Setup(why)) => {
+            let mut r = rand_threads(t, bytes, qd, write, limit)?;
+            r.fallback = Some(why);
+            Ok(r)
+        }
+    }
+}
+
+/// Why the io_uring engine did not measure.
+#[derive(Debug)]
+pub enum UringError {
+    /// io_uring is unavailable here: fall back to threads.
+    Setup(String),
+    /// An I/O failed: the phase's error, as with the threads engine.
+    Io(String),
+}
+
+fn seed(slot: u64, bytes: u64) -> u64 {
+    0x9e37_79b9_7f4a_7c15 ^ ((slot + 1) << 32) ^ bytes
+}
+
+/// Queue one 4 KiB read into (or write from) `buf` at `off`, tagged with `slot`.
+#[allow(unsafe_code)]
+fn push_rw(
+    ring: &mut IoUring,
+    fd: types::Fd,
+    buf: &mut Aligned,
+    off: u64,
+    write: bool,
+    slot: usize,
+) -> Result<(), squeue::PushError> {
+    let b = buf.get_mut();
+    let entry = if write {
+        opcode::Write::new(fd, b.as_ptr(), BLOCK as u32)
+            .offset(off)
+            .build()
+    } else {
+        opcode::Read::new(fd, b.as_mut_ptr(), BLOCK as u32)
+            .offset(off)
+            .build()
+    }
+    .user_data(slot as u64);
+    // SAFETY: the kernel uses `buf` (BLOCK bytes) and `fd` until the op completes. The
+    // only caller, `rand_uring`, owns the slot buffers and `&TempFile` for its whole
+    // run, pushes a slot again only after reaping that slot's completion (so no two ops
+    // share a buffer), and never returns while an op is in flight: it drains the ring
+    // until `inflight == 0`, and if the ring itself fails so that it cannot be drained it
+    // leaks the buffers (`mem::forget`) instead of freeing memory the kernel may still
+    // write. The file outlives the call (`&TempFile` borrow).
+    unsafe { ring.submission().push(&entry) }
+}
+
+/// The io_uring engine: one thread, `qd` 4 KiB requests in flight.
+pub fn rand_uring(
+    t: &TempFile,
+    bytes: u64,
+    qd: u32,
+    write: bool,
+    limit: Duration,
+) -> Result<RandResult, UringError> {
+    let blocks = bytes / BLOCK as u64;
+    if blocks == 0 {
+        return Err(UringError::Io(format!(
+            "{}: nothing was written to read back",
+            t.path().display()
+        )));
+    }
+    let qd = qd.max(1) as usize;
+    let setup = |what: &str, e: std::io::Error| UringError::Setup(format!("io_uring {what}: {e}"));
+    let mut ring = IoUring::new((qd as u32).next_power_of_two()).map_err(|e| setup("setup", e))?;
+    let mut probe = io_uring::Probe::new();
+    ring.submitter()
+        .register_probe(&mut probe)
+        .map_err(|e| setup("probe", e))?;
+    let code = if write {
+        opcode::Write::CODE
+    } else {
+        opcode::Read::CODE
+    };
+    if !probe.is_supported(code) {
+        return Err(UringError::Setup(format!(
+            "io_uring: IORING_OP_{} unsupported",
+            if write { "WRITE" } else { "READ" }
+        )));
+    }
+    let fd = types::Fd(t.file.as_raw_fd());
+    let what = if write {
+        "io_uring write"
+    } else {
+        "io_uring read"
+    };
+    let mut bufs: Vec<Aligned> = (0..qd).map(|i| Aligned::new(BLOCK, i as u8)).collect();
+    let mut rng = Rng(seed(0, bytes));
+    let mut hist = new_hist();
+    let mut ops = 0u64;
+    let mut inflight = 0usize;
+    let mut failure: Option<String> = None;
+    let mut done: Vec<(usize, i32)> = Vec::with_capacity(qd);
+    let start = Instant::now();
+    let mut started = vec![start; qd];
+    for (slot, buf) in bufs.iter_mut().enumerate() {
+        let off = (rng.next() % blocks) * BLOCK as u64;
+        started[slot] = Instant::now();
+        if let Err(e) = push_rw(&mut ring, fd, buf, off, write, slot) {
+            failure = Some(format!("{what}: queue full: {e}"));
+            break;
+        }
+        inflight += 1;
+    }
+    while inflight > 0 {
+        match ring.submit_and_wait(1) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            Err(e) => {
+                // Cannot tell what is still in flight: leak the buffers rather than free
+                // memory the kernel may still write into.
+                std::mem::forget(bufs);
+                return Err(UringError::Io(err(t.path(), what, e)));
+            }
+        }
+        done.clear();
+        done.extend(
+            ring.completion()
+                .map(|c| (c.user_data() as usize, c.result())),
+        );
+        for &(slot, res) in &done {
+            inflight -= 1;
+            if res < 0 {
+                let e = std::io::Error::from_raw_os_error(-res);
+                failure.get_or_insert_with(|| err(t.path(), what, e));
+                continue;
+            }
+            if res as usize != BLOCK {
+                failure.get_or_insert_with(|| {
+                    format!(
+                        "{}: {what}: short transfer ({res} of {BLOCK} bytes)",
+                        t.path().display()
+                    )
+                });
+                continue;
+            }
+            hist.saturating_record(ns(started[slot].elapsed()));
+            ops += 1;
+            if failure.is_none() && start.elapsed() < limit {
+                let off = (rng.next() % blocks) * BLOCK as u64;
+                started[slot] = Instant::now();
+                match push_rw(&mut ring, fd, &mut bufs[slot], off, write, slot) {
+                    Ok(()) => inflight += 1,
+                    Err(e) => failure = Some(format!("{what}: queue full: {e}")),
+                }
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    // Nothing is in flight any more: the buffers may drop.
+    drop(bufs);
+    if let Some(e) = failure {
+        return Err(UringError::Io(e));
+    }
+    Ok(RandResult {
+        hist,
+        ops,
+        elapsed,
+        engine: Engine::IoUring,
+        fallback: None,
+    })
+}
+
+/// The fallback engine: `qd` threads each blocking in `pread`/`pwrite`.
+pub fn rand_threads(
     t: &TempFile,
     bytes: u64,
     qd: u32,
@@ -224,7 +440,7 @@ pub fn rand_test(
             .map(|i| {
                 let barrier = &barrier;
                 s.spawn(move || {
-                    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((i as u64 + 1) << 32) ^ bytes);
+                    let mut rng = Rng(seed(i as u64, bytes));
                     let mut buf = Aligned::new(BLOCK, i as u8);
                     let mut hist = new_hist();
                     let mut ops = 0u64;
@@ -264,7 +480,13 @@ pub fn rand_test(
         ops += o;
         elapsed = elapsed.max(e);
     }
-    Ok(RandResult { hist, ops, elapsed })
+    Ok(RandResult {
+        hist,
+        ops,
+        elapsed,
+        engine: Engine::Threads,
+        fallback: None,
+    })
 }
 
 /// One I/O thread's histogram, operations and elapsed time.
@@ -406,9 +628,15 @@ pub fn judge(r: &IoResults, t: &Thresholds, cfg: &Io) -> Vec<Finding> {
                     ],
                 ),
                 format!(
-                    "4 KiB O_DIRECT, queue depth {} ({} threads, pread/pwrite), {} ops in {:.1} s",
+                    "4 KiB O_DIRECT, queue depth {} (engine {}), {} ops in {:.1} s",
                     cfg.queue_depth,
-                    cfg.queue_depth,
+                    match (x.engine, &x.fallback) {
+                        (Engine::IoUring, _) => "io_uring: one thread".to_string(),
+                        (Engine::Threads, None) =>
+                            format!("threads: {} threads, pread/pwrite", cfg.queue_depth),
+                        (Engine::Threads, Some(why)) =>
+                            format!("threads: {} threads, pread/pwrite; {why}", cfg.queue_depth),
+                    },
                     x.ops,
                     x.elapsed.as_secs_f64()
                 ),
@@ -541,6 +769,8 @@ mod tests {
                 hist: hist_ms(&[0.1, 0.2]),
                 ops: iops_ops,
                 elapsed: Duration::from_secs(1),
+                engine: Engine::IoUring,
+                fallback: None,
             }),
             randwrite: Err("x: pwrite: Input/output error".into()),
         }
@@ -565,6 +795,59 @@ mod tests {
         assert!(f[2].reason.as_ref().unwrap().contains("pwrite"));
         assert_eq!(f[3].verdict, Verdict::Pass);
         assert_eq!(fsync_verdict(10.5, &t), Verdict::Warn);
+        assert!(f[1].reason.as_ref().unwrap().contains("engine io_uring"));
+    }
+
+    #[test]
+    fn the_reason_names_the_fallback_engine_and_why() {
+        let t = Thresholds::default();
+        let cfg = Io::default();
+        let mut r = results(&[1.0], 10_000);
+        if let Ok(x) = r.randread.as_mut() {
+            x.engine = Engine::Threads;
+            x.fallback = Some("io_uring setup: Operation not permitted".into());
+        }
+        let f = judge(&r, &t, &cfg);
+        let reason = f[1].reason.as_ref().unwrap();
+        assert!(reason.contains("engine threads: 32 threads"), "{reason}");
+        assert!(
+            reason.contains("io_uring setup: Operation not permitted"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn io_uring_engine_measures_reads_and_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (t, s) = seq_test(dir.path(), 2 << 20, Duration::from_secs(5)).unwrap();
+        for write in [false, true] {
+            match rand_uring(&t, s.bytes, 8, write, Duration::from_millis(100)) {
+                Ok(r) => {
+                    assert_eq!(r.engine, Engine::IoUring);
+                    assert!(r.ops > 0 && r.iops() > 0.0, "{r:?}");
+                    assert_eq!(r.hist.len(), r.ops);
+                }
+                Err(UringError::Setup(why)) => {
+                    println!("skipped: io_uring unavailable here: {why}");
+                    return;
+                }
+                Err(UringError::Io(e)) => panic!("io_uring {write}: {e}"),
+            }
+            // the public entry point picks io_uring too
+            let r = rand_test(&t, s.bytes, 8, write, Duration::from_millis(50)).unwrap();
+            assert_eq!(r.engine, Engine::IoUring);
+        }
+        drop(t);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn threads_engine_still_measures() {
+        let dir = tempfile::tempdir().unwrap();
+        let (t, s) = seq_test(dir.path(), 2 << 20, Duration::from_secs(5)).unwrap();
+        let r = rand_threads(&t, s.bytes, 4, false, Duration::from_millis(50)).unwrap();
+        assert_eq!(r.engine, Engine::Threads);
+        assert!(r.ops > 0 && r.hist.len() == r.ops);
     }
 
     #[test]
