@@ -320,7 +320,16 @@ pub fn rand_uring(
     }
     let qd = qd.max(1) as usize;
     let setup = |what: &str, e: std::io::Error| UringError::Setup(format!("io_uring {what}: {e}"));
-    let mut ring = IoUring::new((qd as u32).next_power_of_two()).map_err(|e| setup("setup", e))?;
+    let entries = (qd as u32).next_power_of_two();
+    // Completions are reaped only by this thread, in `submit_and_wait`: let the kernel run
+    // their task work then rather than interrupting us (Linux 6.1+); plain setup otherwise.
+    let mut ring = IoUring::builder()
+        .setup_single_issuer()
+        .setup_coop_taskrun()
+        .setup_defer_taskrun()
+        .build(entries)
+        .or_else(|_| IoUring::new(entries))
+        .map_err(|e| setup("setup", e))?;
     let mut probe = io_uring::Probe::new();
     ring.submitter()
         .register_probe(&mut probe)
