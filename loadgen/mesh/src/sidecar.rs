@@ -13,9 +13,10 @@
 //!
 //! In-process: [`serve`] (tests). As a process: [`sidecar_main`] behind loadgen's hidden
 //! `mesh-sidecar --config FILE.json`, which prints `listening on <addr>` once ready.
-use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use bytes::{Bytes, BytesMut};
+use http::header::HeaderName;
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -329,17 +330,14 @@ impl Upstream {
         &self,
         req: Request<Full<Bytes>>,
     ) -> Result<(http::response::Parts, Bytes), UpstreamFailure> {
-        let (parts, body) = req.into_parts();
-        let mut reused = true;
-        let mut sender = match self.take_idle() {
-            Some(s) => s,
-            None => {
-                reused = false;
-                self.connect().await?
-            }
+        let (mut sender, reused) = match self.take_idle() {
+            Some(s) => (s, true),
+            None => (self.connect().await?, false),
         };
+        // The copy for the one retry (cheap: the header values and body are shared `Bytes`).
+        let mut retry = reused.then(|| clone_request(&req));
+        let mut req = req;
         loop {
-            let req = Request::from_parts(parts.clone(), body.clone());
             let result = match sender.ready().await {
                 Ok(()) => sender.send_request(req).await,
                 Err(e) => Err(e),
@@ -347,11 +345,9 @@ impl Upstream {
             match result {
                 Ok(resp) => {
                     let (rparts, rbody) = resp.into_parts();
-                    let bytes = Limited::new(rbody, MAX_BODY)
-                        .collect()
+                    let bytes = collect_body(rbody)
                         .await
-                        .map_err(|_| UpstreamFailure::Reset)?
-                        .to_bytes();
+                        .map_err(|_| UpstreamFailure::Reset)?;
                     let keep = !rparts
                         .headers
                         .get(header::CONNECTION)
@@ -364,14 +360,63 @@ impl Upstream {
                     }
                     return Ok((rparts, bytes));
                 }
-                Err(_) if reused => {
-                    reused = false;
-                    sender = self.connect().await?;
-                }
-                Err(_) => return Err(UpstreamFailure::Reset),
+                Err(_) => match retry.take() {
+                    Some(r) => {
+                        req = r;
+                        sender = self.connect().await?;
+                    }
+                    None => return Err(UpstreamFailure::Reset),
+                },
             }
         }
     }
+}
+
+fn clone_request(req: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+    let mut r = Request::new(req.body().clone());
+    *r.method_mut() = req.method().clone();
+    *r.uri_mut() = req.uri().clone();
+    *r.version_mut() = req.version();
+    *r.headers_mut() = req.headers().clone();
+    r
+}
+
+/// The whole body of `body` (at most [`MAX_BODY`] bytes, else an error), without copying
+/// when it arrives as one chunk (the usual case) and without allocating when it is empty.
+async fn collect_body<B>(mut body: B) -> Result<Bytes, ()>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
+    if body.is_end_stream() {
+        return Ok(Bytes::new());
+    }
+    let mut first: Option<Bytes> = None;
+    let mut more: Option<BytesMut> = None;
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(|_| ())?.into_data() else {
+            continue;
+        };
+        total += data.len();
+        if total > MAX_BODY {
+            return Err(());
+        }
+        if let Some(m) = more.as_mut() {
+            m.extend_from_slice(&data);
+        } else if let Some(f) = first.take() {
+            let mut m = BytesMut::with_capacity(total);
+            m.extend_from_slice(&f);
+            m.extend_from_slice(&data);
+            more = Some(m);
+        } else {
+            first = Some(data);
+        }
+    }
+    Ok(match (more, first) {
+        (Some(m), _) => m.freeze(),
+        (None, Some(f)) => f,
+        (None, None) => Bytes::new(),
+    })
 }
 
 /// Shared state of a running sidecar.
@@ -392,99 +437,130 @@ impl State {
     }
 }
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-authorization",
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
 ];
 
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
+static X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName =
+    HeaderName::from_static("x-envoy-upstream-service-time");
+
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         h.remove(name);
     }
 }
 
-fn hval<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
+/// A fresh `x-request-id`: 128 random bits as 32 lowercase hex digits.
+fn request_id() -> Option<HeaderValue> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let id: u128 = rand::rng().random();
+    let mut buf = [0u8; 32];
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = HEX[((id >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&buf).ok()
+}
+
+fn hval<'a>(h: &'a HeaderMap, name: &HeaderName) -> &'a str {
     h.get(name)
         .and_then(|v| v.to_str().ok())
         .filter(|s| !s.is_empty())
         .unwrap_or("-")
 }
 
+/// What one downstream connection's requests share.
+struct Peer {
+    addr: SocketAddr,
+    /// `x-forwarded-for` for a request that has none: the peer's address.
+    ip: Option<HeaderValue>,
+}
+
+impl Peer {
+    fn new(addr: SocketAddr) -> Peer {
+        Peer {
+            addr,
+            ip: HeaderValue::from_str(&addr.ip().to_string()).ok(),
+        }
+    }
+
+    /// `x-forwarded-for` with the peer appended to `prev` (a request's own header).
+    fn forwarded_for(&self, prev: Option<&HeaderValue>) -> Option<HeaderValue> {
+        match prev.filter(|v| v.to_str().is_ok()) {
+            Some(prev) => {
+                let ip = match &self.ip {
+                    Some(ip) => ip.as_bytes().to_vec(),
+                    None => self.addr.ip().to_string().into_bytes(),
+                };
+                let mut b = BytesMut::with_capacity(prev.len() + 2 + ip.len());
+                b.extend_from_slice(prev.as_bytes());
+                b.extend_from_slice(b", ");
+                b.extend_from_slice(&ip);
+                HeaderValue::from_maybe_shared(b.freeze()).ok()
+            }
+            None => self.ip.clone(),
+        }
+    }
+}
+
 async fn handle(
     req: Request<Incoming>,
     st: Arc<State>,
-    peer: SocketAddr,
+    peer: Arc<Peer>,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
-    let start_wall = SystemTime::now();
-    let t0 = Instant::now();
+    let log_on = st.log.mode() != AccessLogMode::Off;
+    // Start time and clock for the access log (not read when it is off).
+    let start = log_on.then(|| (SystemTime::now(), Instant::now()));
     let (mut parts, body) = req.into_parts();
-    let protocol = match parts.version {
-        http::Version::HTTP_2 => "HTTP/2",
-        http::Version::HTTP_10 => "HTTP/1.0",
-        _ => "HTTP/1.1",
-    };
-    let authority = parts
-        .uri
-        .authority()
-        .map(|a| a.to_string())
-        .or_else(|| {
-            parts
-                .headers
-                .get(header::HOST)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| "-".into());
-    if !parts.headers.contains_key("x-request-id") {
-        let id: u128 = rand::rng().random();
-        if let Ok(v) = HeaderValue::from_str(&format!("{id:032x}")) {
-            parts.headers.insert("x-request-id", v);
+    if !parts.headers.contains_key(&X_REQUEST_ID) {
+        if let Some(v) = request_id() {
+            parts.headers.insert(X_REQUEST_ID.clone(), v);
         }
     }
-    let body = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => Bytes::new(),
-    };
+    let body = collect_body(body).await.unwrap_or_default();
     let bytes_received = body.len();
     let up = st.pick();
 
-    // The upstream request: HTTP/1.1 over the pooled connection, origin-form URI.
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    let mut up_headers = parts.headers.clone();
+    // The upstream request: HTTP/1.1 over the pooled connection, origin-form URI. The
+    // request's headers move to it; only the access log needs them afterwards.
+    let uri = match parts.uri.path_and_query() {
+        Some(_) if parts.uri.scheme().is_none() && parts.uri.authority().is_none() => {
+            parts.uri.clone()
+        }
+        Some(pq) => Uri::from(pq.clone()),
+        None => Uri::from_static("/"),
+    };
+    let mut up_headers = if log_on {
+        parts.headers.clone()
+    } else {
+        std::mem::take(&mut parts.headers)
+    };
     strip_hop_by_hop(&mut up_headers);
-    if !up_headers.contains_key(header::HOST) && authority != "-" {
-        if let Ok(v) = HeaderValue::from_str(&authority) {
-            up_headers.insert(header::HOST, v);
+    if !up_headers.contains_key(header::HOST) {
+        if let Some(a) = parts.uri.authority().filter(|a| a.as_str() != "-") {
+            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                up_headers.insert(header::HOST, v);
+            }
         }
     }
-    let xff = match parts
-        .headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(prev) => format!("{prev}, {}", peer.ip()),
-        None => peer.ip().to_string(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        up_headers.insert("x-forwarded-for", v);
+    if let Some(v) = peer.forwarded_for(up_headers.get(&X_FORWARDED_FOR)) {
+        up_headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    up_headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-    let mut up_req = Request::builder()
-        .method(parts.method.clone())
-        .uri(path.as_str())
-        .version(http::Version::HTTP_11)
-        .body(Full::new(body))
-        .unwrap_or_else(|_| Request::new(Full::new(Bytes::new())));
+    up_headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
+    let mut up_req = Request::new(Full::new(body));
+    *up_req.method_mut() = parts.method.clone();
+    *up_req.uri_mut() = uri;
+    *up_req.version_mut() = http::Version::HTTP_11;
     *up_req.headers_mut() = up_headers;
 
     let t_up = Instant::now();
@@ -495,10 +571,10 @@ async fn handle(
             let mut resp = Response::from_parts(rparts, Full::new(rbody));
             strip_hop_by_hop(resp.headers_mut());
             *resp.version_mut() = parts.version;
-            if let Ok(v) = HeaderValue::from_str(&upstream_ms.to_string()) {
-                resp.headers_mut()
-                    .insert("x-envoy-upstream-service-time", v);
-            }
+            resp.headers_mut().insert(
+                X_ENVOY_UPSTREAM_SERVICE_TIME.clone(),
+                HeaderValue::from(upstream_ms as u64),
+            );
             (resp, "-", Some(upstream_ms))
         }
         Ok(Err(f)) => {
@@ -520,19 +596,33 @@ async fn handle(
             None,
         ),
     };
-    let bytes_sent = hyper::body::Body::size_hint(resp.body())
-        .exact()
-        .unwrap_or(0);
-    if st.log.mode() != AccessLogMode::Off {
+    if let Some((start_wall, t0)) = start {
+        let bytes_sent = hyper::body::Body::size_hint(resp.body())
+            .exact()
+            .unwrap_or(0);
+        let protocol = match parts.version {
+            http::Version::HTTP_2 => "HTTP/2",
+            http::Version::HTTP_10 => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        };
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let authority = match parts.uri.authority() {
+            Some(a) => a.as_str(),
+            None => parts
+                .headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-"),
+        };
         let line = format!(
             "[{}] \"{} {} {}\" {} {} {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\"\n",
             humantime::format_rfc3339_millis(start_wall),
             parts.method,
             parts
                 .headers
-                .get("x-envoy-original-path")
+                .get(&X_ENVOY_ORIGINAL_PATH)
                 .and_then(|v| v.to_str().ok())
-                .unwrap_or(&path),
+                .unwrap_or(path),
             protocol,
             resp.status().as_u16(),
             flags,
@@ -542,9 +632,9 @@ async fn handle(
             upstream_time
                 .map(|t| t.to_string())
                 .unwrap_or_else(|| "-".into()),
-            hval(&parts.headers, "x-forwarded-for"),
-            hval(&parts.headers, "user-agent"),
-            hval(&parts.headers, "x-request-id"),
+            hval(&parts.headers, &X_FORWARDED_FOR),
+            hval(&parts.headers, &header::USER_AGENT),
+            hval(&parts.headers, &X_REQUEST_ID),
             authority,
             up.addr_text,
         );
@@ -664,7 +754,8 @@ impl Sidecar {
                             Ok(Ok(t)) => t,
                             _ => return,
                         };
-                        let svc = hyper::service::service_fn(move |req| handle(req, st.clone(), peer));
+                        let peer = Arc::new(Peer::new(peer));
+                        let svc = hyper::service::service_fn(move |req| handle(req, st.clone(), peer.clone()));
                         // ALPN decides the protocol (as Envoy's listener does), so the
                         // connection is served without sniffing the preface.
                         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
@@ -822,4 +913,74 @@ fn sidecar_process(config_path: &Path) -> Result<(), u8> {
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_32_lowercase_hex_digits() {
+        let a = request_id().unwrap();
+        let b = request_id().unwrap();
+        assert_ne!(a, b);
+        let s = a.to_str().unwrap();
+        assert_eq!(s.len(), 32);
+        assert!(s
+            .bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)));
+    }
+
+    #[test]
+    fn forwarded_for_appends_the_peer() {
+        let peer = Peer::new("10.1.2.3:4567".parse().unwrap());
+        assert_eq!(peer.forwarded_for(None).unwrap(), "10.1.2.3");
+        let prev = HeaderValue::from_static("1.1.1.1, 2.2.2.2");
+        assert_eq!(
+            peer.forwarded_for(Some(&prev)).unwrap(),
+            "1.1.1.1, 2.2.2.2, 10.1.2.3"
+        );
+        let v6 = Peer::new("[::1]:80".parse().unwrap());
+        assert_eq!(v6.forwarded_for(None).unwrap(), "::1");
+    }
+
+    /// A body that yields `parts` as separate data frames.
+    struct Chunks(std::collections::VecDeque<Bytes>);
+
+    impl hyper::body::Body for Chunks {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+            std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(hyper::body::Frame::data(b))))
+        }
+    }
+
+    fn chunks(parts: &[&'static str]) -> Chunks {
+        Chunks(
+            parts
+                .iter()
+                .map(|p| Bytes::from_static(p.as_bytes()))
+                .collect(),
+        )
+    }
+
+    #[tokio::test]
+    async fn bodies_are_collected_whole() {
+        assert_eq!(collect_body(chunks(&[])).await.unwrap(), "");
+        assert_eq!(collect_body(chunks(&["one"])).await.unwrap(), "one");
+        assert_eq!(
+            collect_body(chunks(&["a", "bc", "", "def"])).await.unwrap(),
+            "abcdef"
+        );
+        assert_eq!(collect_body(Full::new(Bytes::new())).await.unwrap(), "");
+        let big = Bytes::from(vec![b'x'; MAX_BODY]);
+        assert_eq!(collect_body(Full::new(big)).await.unwrap().len(), MAX_BODY);
+        let mut over = chunks(&[]);
+        over.0.push_back(Bytes::from(vec![b'x'; MAX_BODY]));
+        over.0.push_back(Bytes::from_static(b"y"));
+        assert!(collect_body(over).await.is_err());
+    }
 }
