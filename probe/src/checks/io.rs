@@ -241,13 +241,7 @@ pub fn rand_test(
     write: bool,
     limit: Duration,
 ) -> Result<RandResult, String> {
-    let blocks = bytes / BLOCK as u64;
-    if blocks == 0 {
-        return Err(format!(
-            "{}: nothing was written to read back",
-            t.path().display()
-        ));
-    }
+    block_count(t, bytes)?;
     match rand_uring(t, bytes, qd, write, limit) {
         Ok(r) => Ok(r),
         Err(UringError::Io(e)) => Err(e),
@@ -256,6 +250,17 @@ pub fn rand_test(
             r.fallback = Some(why);
             Ok(r)
         }
+    }
+}
+
+/// How many 4 KiB blocks of the test file the random phases may touch (at least one).
+fn block_count(t: &TempFile, bytes: u64) -> Result<u64, String> {
+    match bytes / BLOCK as u64 {
+        0 => Err(format!(
+            "{}: nothing was written to read back",
+            t.path().display()
+        )),
+        n => Ok(n),
     }
 }
 
@@ -311,13 +316,7 @@ pub fn rand_uring(
     write: bool,
     limit: Duration,
 ) -> Result<RandResult, UringError> {
-    let blocks = bytes / BLOCK as u64;
-    if blocks == 0 {
-        return Err(UringError::Io(format!(
-            "{}: nothing was written to read back",
-            t.path().display()
-        )));
-    }
+    let blocks = block_count(t, bytes).map_err(UringError::Io)?;
     let qd = qd.max(1) as usize;
     let setup = |what: &str, e: std::io::Error| UringError::Setup(format!("io_uring {what}: {e}"));
     let entries = (qd as u32).next_power_of_two();
@@ -436,13 +435,7 @@ pub fn rand_threads(
     write: bool,
     limit: Duration,
 ) -> Result<RandResult, String> {
-    let blocks = bytes / BLOCK as u64;
-    if blocks == 0 {
-        return Err(format!(
-            "{}: nothing was written to read back",
-            t.path().display()
-        ));
-    }
+    let blocks = block_count(t, bytes)?;
     let barrier = Barrier::new(qd as usize);
     let results: Vec<ThreadResult> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..qd)
