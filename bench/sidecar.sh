@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The embedded sidecar vs nginx as mTLS-terminating weighted proxies, side by side.
 #
-#   bench/sidecar.sh                  # 3 rounds x 20 s per target
-#   ROUNDS=1 DURATION=10s bench/sidecar.sh
+#   bench/sidecar.sh                  # 3 clean rounds (at most 9) x 20 s per target
+#   ROUNDS=9 MAX_ROUNDS=20 bench/sidecar.sh
+#   ROUNDS=1 DURATION=10s STEAL_MAX=100 bench/sidecar.sh   # quick look, no steal filter
 #
 # Two `loadgen serve` apps (v1, v2; 1 KiB responses, no service time) sit behind
 #   - the embedded sidecar (`loadgen mesh-sidecar`, concurrency 1, no CPU limit, access log off)
