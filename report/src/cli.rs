@@ -178,6 +178,18 @@ pub fn run(cli: Cli) -> Result<u8, ReportError> {
                 s.intervals_out,
                 totals.join(", ")
             );
+            for (t, q) in &s.percentiles {
+                println!(
+                    "  {}: count {}, p50 {} µs, p90 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
+                    if t.is_empty() { "(untagged)" } else { t },
+                    q.count,
+                    q.p50_us,
+                    q.p90_us,
+                    q.p99_us,
+                    q.p999_us,
+                    q.max_us
+                );
+            }
             Ok(0)
         }
         Command::Fleet { reports, out } => {

@@ -216,7 +216,7 @@ pub struct SecondPoint {
 }
 
 impl SecondPoint {
-    fn of(t_s: f64, h: &Histogram<u64>) -> Self {
+    pub fn of(t_s: f64, h: &Histogram<u64>) -> Self {
         let q = |q: f64| h.value_at_quantile(q) as f64;
         SecondPoint {
             t_s,

@@ -11,7 +11,7 @@ use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
 
-use crate::load::{add, empty_sum, for_each_interval};
+use crate::load::{add, empty_sum, for_each_interval, SecondPoint};
 use crate::ReportError;
 
 /// What a merge read and wrote.
@@ -22,6 +22,8 @@ pub struct MergeSummary {
     pub intervals_out: usize,
     /// Per tag ("" for untagged): total count.
     pub totals: BTreeMap<String, u64>,
+    /// Per tag ("" for untagged): percentiles of all the merged samples.
+    pub percentiles: BTreeMap<String, SecondPoint>,
 }
 
 /// The interval log an input names: the file itself, or the single cell's log of a run
@@ -88,6 +90,7 @@ pub fn merge(out: &Path, inputs: &[PathBuf]) -> Result<MergeSummary, ReportError
     let mut entries: Vec<_> = merged.iter().collect();
     entries.sort_by(|a, b| (a.0 .1, &a.0 .0).cmp(&(b.0 .1, &b.0 .0)));
     let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+    let mut whole: BTreeMap<String, Histogram<u64>> = BTreeMap::new();
     let mut buf = Vec::new();
     let write_err = |e: String| ReportError::hlog(out, e);
     {
@@ -110,6 +113,12 @@ pub fn merge(out: &Path, inputs: &[PathBuf]) -> Result<MergeSummary, ReportError
         for ((tag, sec), (h, dur)) in entries {
             let total = totals.entry(tag.clone().unwrap_or_default()).or_default();
             *total = total.saturating_add(h.len());
+            add(
+                whole
+                    .entry(tag.clone().unwrap_or_default())
+                    .or_insert_with(|| empty_sum(h)),
+                h,
+            );
             let start = Duration::from_secs((sec - first).max(0) as u64);
             w.write_histogram(
                 h,
@@ -130,5 +139,9 @@ pub fn merge(out: &Path, inputs: &[PathBuf]) -> Result<MergeSummary, ReportError
         intervals_in,
         intervals_out: merged.len(),
         totals,
+        percentiles: whole
+            .iter()
+            .map(|(t, h)| (t.clone(), SecondPoint::of(0.0, h)))
+            .collect(),
     })
 }

@@ -40,6 +40,27 @@ fn merging_two_logs_equals_the_histogram_of_the_combined_samples() {
         stdout(&o)
     );
 
+    // the summary line per tag gives the percentiles of all merged samples
+    for (tag, want) in [
+        (HLOG_TAG_CORRECTED, &want_c),
+        (HLOG_TAG_UNCORRECTED, &want_u),
+    ] {
+        let line = format!(
+            "  {tag}: count {}, p50 {} µs, p90 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
+            want.len(),
+            want.value_at_quantile(0.5),
+            want.value_at_quantile(0.9),
+            want.value_at_quantile(0.99),
+            want.value_at_quantile(0.999),
+            want.max()
+        );
+        assert!(
+            stdout(&o).lines().any(|l| l == line),
+            "want {line:?} in\n{}",
+            stdout(&o)
+        );
+    }
+
     let merged = report::load::read_hlog(&out).unwrap();
     for (tag, want) in [
         (HLOG_TAG_CORRECTED, &want_c),
