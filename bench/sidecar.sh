@@ -1,42 +1,49 @@
 #!/usr/bin/env bash
 # The embedded sidecar vs nginx as mTLS-terminating weighted proxies, side by side.
 #
-#   bench/sidecar.sh                  # 3 clean rounds (at most 9) x 20 s per target
-#   ROUNDS=9 MAX_ROUNDS=20 bench/sidecar.sh
-#   ROUNDS=1 DURATION=10s STEAL_MAX=100 bench/sidecar.sh   # quick look, no steal filter
+#   bench/sidecar.sh                   # 12 clean rounds (at most 36) of 5 s slices
+#   ROUNDS=30 MAX_ROUNDS=90 bench/sidecar.sh
+#   ROUNDS=2 STEAL_MAX=100 bench/sidecar.sh   # quick look, no steal filter
 #
 # Two `loadgen serve` apps (v1, v2; 1 KiB responses, no service time) sit behind
 #   - the embedded sidecar (`loadgen mesh-sidecar`, concurrency 1, no CPU limit, access log off)
 #   - nginx (nginx-light, one worker, ssl_verify_client on, upstream weight=9/weight=1,
 #     HTTP/1.1 keep-alive upstream; bench/nginx-mesh.conf)
 # and loadgen drives each at RATE req/s over CONNS HTTP/1.1 mTLS connections (open loop,
-# corrected latency), plus the app directly (plain HTTP) as the baseline. Targets are
-# measured in turn, in a different order each round. The figure of merit is the p99 a proxy
-# adds: p99(through proxy) - p99(direct to the app), median over clean rounds.
+# corrected latency), plus the app directly (plain HTTP) as the baseline.
+#
+# Interleaved: a round measures each target for one short slice (WARMUP + SLICE), the three
+# in one of the six orders in turn, so slow changes of the host hit all targets alike. The
+# figure of merit is the p99 a proxy adds: p99(through proxy) - p99(direct), each p99 taken
+# over ALL samples of the clean rounds (their interval logs merged with `report merge`), and
+# how often the sidecar's p99 is the lower one round by round (with a sign test).
 #
 # This runs on shared virtual machines: when the hypervisor takes the CPU away (steal time
-# in /proc/stat), every target's tail grows by far more than any proxy adds. Each run's
-# host steal is recorded; a round in which any run saw more than STEAL_MAX percent steal is
-# shown but left out of the verdict, and rounds go on until ROUNDS clean ones or MAX_ROUNDS.
-# Needs nginx (nginx-light); builds loadgen --release unless LOADGEN is set.
+# in /proc/stat), every target's tail grows by far more than any proxy adds. Each slice's
+# host steal is recorded; a round in which any slice saw more than STEAL_MAX percent steal
+# is shown but left out of the verdict, and rounds go on until ROUNDS clean ones or
+# MAX_ROUNDS. Needs nginx (nginx-light); builds loadgen and report --release unless LOADGEN
+# and REPORT are set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RATE=${RATE:-1000}
 CONNS=${CONNS:-16}
-DURATION=${DURATION:-20s}
-WARMUP=${WARMUP:-3s}
-ROUNDS=${ROUNDS:-3}
+SLICE=${SLICE:-5s}
+WARMUP=${WARMUP:-1s}
+ROUNDS=${ROUNDS:-12}
 STEAL_MAX=${STEAL_MAX:-1.0}
 MAX_ROUNDS=${MAX_ROUNDS:-$((ROUNDS * 3))}
 PORT=${PORT:-18443}
 NGINX=${NGINX:-/usr/sbin/nginx}
 
-if [[ -z "${LOADGEN:-}" ]]; then
-  cargo build --release -p loadgen >&2
-  LOADGEN=target/release/loadgen
+if [[ -z "${LOADGEN:-}" || -z "${REPORT:-}" ]]; then
+  cargo build --release -p loadgen -p meshbench-report >&2
+  LOADGEN=${LOADGEN:-target/release/loadgen}
+  REPORT=${REPORT:-target/release/report}
 fi
 LOADGEN=$(realpath "$LOADGEN")
+REPORT=$(realpath "$REPORT")
 [[ -x "$NGINX" ]] || { echo "nginx is not installed ($NGINX)" >&2; exit 2; }
 
 WORK=$(mktemp -d)
@@ -125,7 +132,7 @@ scenario() { # name url tls?
     echo "rate = $RATE"
     echo "connections = $CONNS"
     echo "warmup = \"$WARMUP\""
-    echo "duration = \"$DURATION\""
+    echo "duration = \"$SLICE\""
   } > "$f"
   echo "$f"
 }
@@ -156,8 +163,9 @@ steal_now() {
   read -r s1 t1 < <(host_ticks)
   echo $(( (s1 - s0) * 1000 / (t1 - t0 + 1) ))
 }
-# Before a round, wait (up to QUIET_WAIT seconds in all) until the host's steal is at most
-# STEAL_MAX, so that fewer rounds are spent in noise; the verdict still checks each run.
+# Before the first round and after a noisy one, wait (up to QUIET_WAIT seconds in all)
+# until the host's steal is at most STEAL_MAX, so that fewer rounds are spent in noise; the
+# verdict still checks each slice.
 QUIET_WAIT=${QUIET_WAIT:-900}
 waited=0
 wait_quiet() {
@@ -168,15 +176,15 @@ wait_quiet() {
     sleep 30; waited=$((waited + 32))
   done
 }
+ORDERS=("direct sidecar nginx" "sidecar nginx direct" "nginx direct sidecar"
+        "direct nginx sidecar" "nginx sidecar direct" "sidecar direct nginx")
 round=0
+noisy=1
 while (( round < MAX_ROUNDS )) && (( $(clean_rounds) < ROUNDS )); do
+  (( noisy )) && wait_quiet
   round=$((round + 1))
-  wait_quiet
-  case $((round % 3)) in
-    1) order="direct sidecar nginx" ;;
-    2) order="nginx direct sidecar" ;;
-    0) order="sidecar nginx direct" ;;
-  esac
+  order=${ORDERS[$(( (round - 1) % 6 ))]}
+  noisy=0
   for t in $order; do
     case $t in
       direct) s=$S_DIRECT; pid= ;;
@@ -193,8 +201,10 @@ while (( round < MAX_ROUNDS )) && (( $(clean_rounds) < ROUNDS )); do
     [[ -n $pid ]] && { after=$(cpu_ticks "$pid"); f1=$(minflt "$pid"); c1=$(nvcsw "$pid"); }
     read -r s1 t1 < <(host_ticks)
     [[ $code -le 1 ]] || { echo "loadgen failed on $t: $(tail -3 "$WORK/$t-$round.log")" >&2; exit 1; }
+    steal=$(( (s1 - s0) * 1000 / (t1 - t0 + 1) ))
+    awk -v s="$steal" -v m="$STEAL_MAX" 'BEGIN { exit !(s / 10 > m) }' && noisy=1
     python3 - "$out/run.json" "$t" "$round" "$(( (after - before) * 1000 / HZ ))" \
-      "$((f1 - f0))" "$((c1 - c0))" "$(( (s1 - s0) * 1000 / (t1 - t0 + 1) ))" >> "$WORK/results.txt" <<'PY'
+      "$((f1 - f0))" "$((c1 - c0))" "$steal" >> "$WORK/results.txt" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1])); c = r["cells"][0]; l = c["latency"]["corrected"]
 checks = ",".join(f'{k["name"]}={k["status"]}' for k in r["checks"] + c["checks"]) or "-"
@@ -204,34 +214,66 @@ print(sys.argv[3], sys.argv[2], round(l["p50_us"]), round(l["p99_us"]), round(l[
       f"{int(sys.argv[7]) / 10:.1f}", checks)
 PY
   done
+  tail -n 3 "$WORK/results.txt" | awk '{printf "%s %s p99 %s us steal %s %%; ", $1, $2, $4, $11} END {print ""}' >&2
 done
 
 column -t "$WORK/results.txt"
 echo
-python3 - "$WORK/results.txt" "$RATE" "$CONNS" "$STEAL_MAX" <<'PY'
-import sys, statistics
-rows = [l.split() for l in open(sys.argv[1]).read().splitlines()[1:]]
-steal_max = float(sys.argv[4])
+# Each target's clean slices merged into one distribution (exact percentiles of all samples).
+mapfile -t CLEAN < <(awk -v max="$STEAL_MAX" 'NR > 1 { if ($11 > max) bad[$1] = 1; seen[$1] = 1 }
+  END { for (r in seen) if (!(r in bad)) print r }' "$WORK/results.txt" | sort -n)
+for t in direct sidecar nginx; do
+  dirs=()
+  for r in "${CLEAN[@]}"; do dirs+=("$WORK/run-$t-$r"); done
+  if (( ${#dirs[@]} )); then
+    "$REPORT" merge "$WORK/merged-$t.hlog" "${dirs[@]}" > "$WORK/merged-$t.txt"
+  else
+    : > "$WORK/merged-$t.txt"
+  fi
+done
+python3 - "$WORK" "$RATE" "$CONNS" "$STEAL_MAX" "$SLICE" "$WARMUP" <<'PY'
+import math, re, sys
+work, rate, conns, steal_max, slice_ = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5]
+def secs(d):
+    v, u = re.fullmatch(r"([0-9.]+)(ms|s|m)", d).groups()
+    return float(v) * {"ms": 0.001, "s": 1, "m": 60}[u]
+# requests a proxy served per slice, warmup included (its CPU is measured over both)
+per_slice = float(rate) * (secs(sys.argv[5]) + secs(sys.argv[6]))
+rows = [l.split() for l in open(f"{work}/results.txt").read().splitlines()[1:]]
 noisy = {r[0] for r in rows if float(r[10]) > steal_max}
 clean = [r for r in rows if r[0] not in noisy]
 if not clean:
     print(f"no round without host steal above {steal_max} % ({len(noisy)} noisy rounds): no verdict")
     sys.exit(3)
-by = {}
-for r in clean:
-    by.setdefault(r[1], []).append(r)
-med = lambda t, i: statistics.median(float(r[i]) for r in by[t])
-d99 = med("direct", 3)
-print(f"at {sys.argv[2]} req/s over {sys.argv[3]} connections, medians of {len(by['direct'])} clean rounds"
-      f" ({len(noisy)} left out for host steal above {steal_max} %):")
-print(f"{'target':8} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'added p99 ms':>13} {'proxy CPU ms/run':>17}")
+merged = {}
 for t in ("direct", "sidecar", "nginx"):
-    cpu = "-" if t == "direct" else f"{med(t, 7):.0f}"
-    print(f"{t:8} {med(t,2)/1000:8.2f} {med(t,3)/1000:8.2f} {med(t,4)/1000:9.2f} "
-          f"{'-' if t == 'direct' else f'{(med(t,3) - d99)/1000:.2f}':>13} {cpu:>17}")
-s, n = med("sidecar", 3) - d99, med("nginx", 3) - d99
-pairs = [(float(a[3]), float(b[3])) for a in by["sidecar"] for b in by["nginx"] if a[0] == b[0]]
-print(f"sidecar p99 below nginx p99 in {sum(a < b for a, b in pairs)} of {len(pairs)} clean rounds")
-print(f"sidecar adds {s/1000:.2f} ms p99, nginx adds {n/1000:.2f} ms p99: "
-      + ("sidecar adds LESS (goal met)" if s < n else "sidecar adds MORE (goal NOT met)"))
+    m = re.search(r"^  corrected: count (\d+), p50 (\S+) µs, p90 \S+ µs, p99 (\S+) µs, p99\.9 (\S+) µs",
+                  open(f"{work}/merged-{t}.txt").read(), re.M)
+    merged[t] = tuple(float(x) for x in m.groups())
+cpu = {t: sum(float(r[7]) for r in clean if r[1] == t) for t in ("sidecar", "nginx")}
+n_rounds = len({r[0] for r in clean})
+print(f"at {rate} req/s over {conns} connections, {n_rounds} clean rounds of {slice_} slices"
+      f" ({len(noisy)} left out for host steal above {steal_max} %); percentiles of all their samples:")
+print(f"{'target':8} {'requests':>9} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'added p99 ms':>13} {'proxy CPU µs/req':>17}")
+d99 = merged["direct"][2]
+for t in ("direct", "sidecar", "nginx"):
+    n, p50, p99, p999 = merged[t]
+    added = "-" if t == "direct" else f"{(p99 - d99) / 1000:.2f}"
+    c = "-" if t == "direct" else f"{cpu[t] * 1000 / (per_slice * n_rounds):.0f}"
+    print(f"{t:8} {n:9.0f} {p50/1000:8.2f} {p99/1000:8.2f} {p999/1000:9.2f} {added:>13} {c:>17}")
+p99 = {(r[0], r[1]): float(r[3]) for r in clean}
+rounds = sorted({r[0] for r in clean}, key=int)
+lower = sum(p99[(r, "sidecar")] < p99[(r, "nginx")] for r in rounds)
+higher = sum(p99[(r, "sidecar")] > p99[(r, "nginx")] for r in rounds)
+n = lower + higher
+# two-sided sign test: how likely a split at least this uneven is if neither proxy is better
+k = min(lower, higher)
+p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
+print(f"round by round, the sidecar's p99 was lower in {lower}, higher in {higher}"
+      f" and equal in {len(rounds) - n} of {len(rounds)} (sign test p = {p:.2f})")
+s, g = merged["sidecar"][2] - d99, merged["nginx"][2] - d99
+print(f"sidecar adds {s/1000:.2f} ms p99, nginx adds {g/1000:.2f} ms p99: "
+      + ("sidecar adds LESS (goal met)" if s < g else "sidecar adds MORE (goal NOT met)")
+      + ("; the rounds agree (p < 0.05)" if p < 0.05 and (lower > higher) == (s < g)
+         else "; round by round the difference is not significant"))
 PY
