@@ -148,10 +148,11 @@ host_ticks() { awk '/^cpu / {print $9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
 HZ=$(getconf CLK_TCK)
 
 printf 'round target p50_us p99_us p999_us achieved_rps errors proxy_cpu_ms proxy_minflt proxy_nvcsw steal_pct checks\n' > "$WORK/results.txt"
-# Rounds whose runs all saw at most STEAL_MAX percent steal.
-clean_rounds() {
+# Rounds whose slices all saw at most STEAL_MAX percent steal: the one place that decides
+# which rounds are clean (the loop and the verdict both use this list).
+clean_list() {
   awk -v max="$STEAL_MAX" 'NR > 1 { if ($11 > max) bad[$1] = 1; seen[$1] = 1 }
-    END { n = 0; for (r in seen) if (!(r in bad)) n++; print n }' "$WORK/results.txt"
+    END { for (r in seen) if (!(r in bad)) print r }' "$WORK/results.txt" | sort -n
 }
 # Steal (per mille) while every CPU spins for 2 s: an idle guest shows none, so it is
 # measured under load.
@@ -180,7 +181,7 @@ ORDERS=("direct sidecar nginx" "sidecar nginx direct" "nginx direct sidecar"
         "direct nginx sidecar" "nginx sidecar direct" "sidecar direct nginx")
 round=0
 noisy=1
-while (( round < MAX_ROUNDS )) && (( $(clean_rounds) < ROUNDS )); do
+while (( round < MAX_ROUNDS )) && (( $(clean_list | wc -l) < ROUNDS )); do
   (( noisy )) && wait_quiet
   round=$((round + 1))
   order=${ORDERS[$(( (round - 1) % 6 ))]}
@@ -220,8 +221,7 @@ done
 column -t "$WORK/results.txt"
 echo
 # Each target's clean slices merged into one distribution (exact percentiles of all samples).
-mapfile -t CLEAN < <(awk -v max="$STEAL_MAX" 'NR > 1 { if ($11 > max) bad[$1] = 1; seen[$1] = 1 }
-  END { for (r in seen) if (!(r in bad)) print r }' "$WORK/results.txt" | sort -n)
+mapfile -t CLEAN < <(clean_list)
 for t in direct sidecar nginx; do
   dirs=()
   for r in "${CLEAN[@]}"; do dirs+=("$WORK/run-$t-$r"); done
@@ -231,7 +231,7 @@ for t in direct sidecar nginx; do
     : > "$WORK/merged-$t.txt"
   fi
 done
-python3 - "$WORK" "$RATE" "$CONNS" "$STEAL_MAX" "$SLICE" "$WARMUP" <<'PY'
+python3 - "$WORK" "$RATE" "$CONNS" "$STEAL_MAX" "$SLICE" "$WARMUP" "${CLEAN[*]}" <<'PY'
 import math, re, sys
 work, rate, conns, steal_max, slice_ = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5]
 def secs(d):
@@ -240,8 +240,9 @@ def secs(d):
 # requests a proxy served per slice, warmup included (its CPU is measured over both)
 per_slice = float(rate) * (secs(sys.argv[5]) + secs(sys.argv[6]))
 rows = [l.split() for l in open(f"{work}/results.txt").read().splitlines()[1:]]
-noisy = {r[0] for r in rows if float(r[10]) > steal_max}
-clean = [r for r in rows if r[0] not in noisy]
+clean_rounds = set(sys.argv[7].split())
+noisy = {r[0] for r in rows} - clean_rounds
+clean = [r for r in rows if r[0] in clean_rounds]
 if not clean:
     print(f"no round without host steal above {steal_max} % ({len(noisy)} noisy rounds): no verdict")
     sys.exit(3)

@@ -481,34 +481,30 @@ fn hval<'a>(h: &'a HeaderMap, name: &HeaderName) -> &'a str {
 
 /// What one downstream connection's requests share.
 struct Peer {
-    addr: SocketAddr,
-    /// `x-forwarded-for` for a request that has none: the peer's address.
-    ip: Option<HeaderValue>,
+    /// The peer's IP address as a header value (an IP address always formats as one).
+    ip: HeaderValue,
 }
 
 impl Peer {
     fn new(addr: SocketAddr) -> Peer {
         Peer {
-            addr,
-            ip: HeaderValue::from_str(&addr.ip().to_string()).ok(),
+            ip: HeaderValue::from_str(&addr.ip().to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
         }
     }
 
-    /// `x-forwarded-for` with the peer appended to `prev` (a request's own header).
+    /// `x-forwarded-for`: the peer appended to `prev` (a request's own header), or the
+    /// peer alone when there is none (or it is not text).
     fn forwarded_for(&self, prev: Option<&HeaderValue>) -> Option<HeaderValue> {
         match prev.filter(|v| v.to_str().is_ok()) {
             Some(prev) => {
-                let ip = match &self.ip {
-                    Some(ip) => ip.as_bytes().to_vec(),
-                    None => self.addr.ip().to_string().into_bytes(),
-                };
-                let mut b = BytesMut::with_capacity(prev.len() + 2 + ip.len());
+                let mut b = BytesMut::with_capacity(prev.len() + 2 + self.ip.len());
                 b.extend_from_slice(prev.as_bytes());
                 b.extend_from_slice(b", ");
-                b.extend_from_slice(&ip);
+                b.extend_from_slice(self.ip.as_bytes());
                 HeaderValue::from_maybe_shared(b.freeze()).ok()
             }
-            None => self.ip.clone(),
+            None => Some(self.ip.clone()),
         }
     }
 }
