@@ -165,10 +165,17 @@ pub fn run(cli: Cli) -> Result<u8, ReportError> {
         }
         Command::Merge { out, inputs } => {
             let s = merge::merge(&out, &inputs)?;
+            fn label(t: &str) -> &str {
+                if t.is_empty() {
+                    "(untagged)"
+                } else {
+                    t
+                }
+            }
             let totals: Vec<String> = s
-                .totals
+                .percentiles
                 .iter()
-                .map(|(t, n)| format!("{}={n}", if t.is_empty() { "(untagged)" } else { t }))
+                .map(|(t, q)| format!("{}={}", label(t), q.count))
                 .collect();
             println!(
                 "{}: {} intervals from {} log(s) merged into {}; counts {}",
@@ -181,7 +188,7 @@ pub fn run(cli: Cli) -> Result<u8, ReportError> {
             for (t, q) in &s.percentiles {
                 println!(
                     "  {}: count {}, p50 {} µs, p90 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
-                    if t.is_empty() { "(untagged)" } else { t },
+                    label(t),
                     q.count,
                     q.p50_us,
                     q.p90_us,

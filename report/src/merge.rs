@@ -20,9 +20,7 @@ pub struct MergeSummary {
     pub inputs: Vec<PathBuf>,
     pub intervals_in: usize,
     pub intervals_out: usize,
-    /// Per tag ("" for untagged): total count.
-    pub totals: BTreeMap<String, u64>,
-    /// Per tag ("" for untagged): percentiles of all the merged samples.
+    /// Per tag ("" for untagged): count and percentiles of all the merged samples.
     pub percentiles: BTreeMap<String, SecondPoint>,
 }
 
@@ -89,7 +87,6 @@ pub fn merge(out: &Path, inputs: &[PathBuf]) -> Result<MergeSummary, ReportError
     // order by time, then tag, as the interval-log format expects
     let mut entries: Vec<_> = merged.iter().collect();
     entries.sort_by(|a, b| (a.0 .1, &a.0 .0).cmp(&(b.0 .1, &b.0 .0)));
-    let mut totals: BTreeMap<String, u64> = BTreeMap::new();
     let mut whole: BTreeMap<String, Histogram<u64>> = BTreeMap::new();
     let mut buf = Vec::new();
     let write_err = |e: String| ReportError::hlog(out, e);
@@ -111,8 +108,6 @@ pub fn merge(out: &Path, inputs: &[PathBuf]) -> Result<MergeSummary, ReportError
             .begin_log_with(&mut buf, &mut ser)
             .map_err(|e| write_err(e.to_string()))?;
         for ((tag, sec), (h, dur)) in entries {
-            let total = totals.entry(tag.clone().unwrap_or_default()).or_default();
-            *total = total.saturating_add(h.len());
             add(
                 whole
                     .entry(tag.clone().unwrap_or_default())
@@ -138,7 +133,6 @@ pub fn merge(out: &Path, inputs: &[PathBuf]) -> Result<MergeSummary, ReportError
         inputs: files,
         intervals_in,
         intervals_out: merged.len(),
-        totals,
         percentiles: whole
             .iter()
             .map(|(t, h)| (t.clone(), SecondPoint::of(0.0, h)))
