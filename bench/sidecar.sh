@@ -238,7 +238,7 @@ def secs(d):
     v, u = re.fullmatch(r"([0-9.]+)(ms|s|m)", d).groups()
     return float(v) * {"ms": 0.001, "s": 1, "m": 60}[u]
 # requests a proxy served per slice, warmup included (its CPU is measured over both)
-per_slice = float(rate) * (secs(sys.argv[5]) + secs(sys.argv[6]))
+per_slice = float(rate) * (secs(slice_) + secs(sys.argv[6]))
 rows = [l.split() for l in open(f"{work}/results.txt").read().splitlines()[1:]]
 clean_rounds = set(sys.argv[7].split())
 noisy = {r[0] for r in rows} - clean_rounds
@@ -258,10 +258,10 @@ print(f"at {rate} req/s over {conns} connections, {n_rounds} clean rounds of {sl
 print(f"{'target':8} {'requests':>9} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'added p99 ms':>13} {'proxy CPU µs/req':>17}")
 d99 = merged["direct"][2]
 for t in ("direct", "sidecar", "nginx"):
-    n, p50, p99, p999 = merged[t]
+    count, p50, p99, p999 = merged[t]
     added = "-" if t == "direct" else f"{(p99 - d99) / 1000:.2f}"
     c = "-" if t == "direct" else f"{cpu[t] * 1000 / (per_slice * n_rounds):.0f}"
-    print(f"{t:8} {n:9.0f} {p50/1000:8.2f} {p99/1000:8.2f} {p999/1000:9.2f} {added:>13} {c:>17}")
+    print(f"{t:8} {count:9.0f} {p50/1000:8.2f} {p99/1000:8.2f} {p999/1000:9.2f} {added:>13} {c:>17}")
 p99 = {(r[0], r[1]): float(r[3]) for r in clean}
 rounds = sorted({r[0] for r in clean}, key=int)
 lower = sum(p99[(r, "sidecar")] < p99[(r, "nginx")] for r in rounds)
