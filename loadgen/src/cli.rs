@@ -1,19 +1,21 @@
 //! Command line: `loadgen run`, `loadgen validate`, `loadgen serve`.
 
-use crate::plan::{Dist, Plan};
-use crate::run::{AppTarget, RunOptions, UrlTarget};
-use crate::serve::{ServeConfig, ServeTls};
-use crate::units::Dur;
-use clap::{Parser, Subcommand, ValueEnum};
+use crate::plan::Plan;
+use crate::run::RunOptions;
+use crate::target::TargetOptions;
+use app::{AppConfig, AppTls, ServiceTimeDist, Stall};
+use clap::{Parser, Subcommand};
+use meshbench_schema::exit;
+use meshbench_schema::units::Dur;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use tokio::sync::watch;
 
-pub const EXIT_OK: u8 = 0;
-pub const EXIT_CHECK_FAILED: u8 = 1;
-pub const EXIT_USAGE: u8 = 2;
-pub const EXIT_INTERRUPTED: u8 = 130;
+pub use exit::{
+    CHECK_FAILED as EXIT_CHECK_FAILED, INTERRUPTED as EXIT_INTERRUPTED, OK as EXIT_OK,
+    USAGE as EXIT_USAGE,
+};
 
 /// Open-loop mTLS load generator with HDR latency recording.
 #[derive(Debug, Parser)]
@@ -27,15 +29,24 @@ pub struct Cli {
 pub enum Command {
     /// Run a scenario and write results/<scenario>-<UTC>/run.json and interval logs.
     Run(RunArgs),
-    /// Check scenario files without running them.
+    /// Check scenario files (with the same --set overrides as `run`) without running them.
     Validate {
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Override a scenario field: --set load.rate=500 (repeatable; applied to every file).
+        #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+        sets: Vec<String>,
     },
-    /// The built-in app server (target of scenarios/app.toml and the tests; the embedded
-    /// mesh's app workloads).
+    /// The built-in app server (the target of scenarios/app.toml and of the tests; the
+    /// embedded mesh runs it as its app workloads).
     Serve(ServeArgs),
-    /// The embedded mesh's sidecar process, started by `run` (prints `listening on ADDR`).
+    /// The embedded mesh's app process, started by `run` from a JSON config.
+    #[command(hide = true)]
+    MeshApp {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// The embedded mesh's sidecar process, started by `run` from a JSON config.
     #[command(hide = true)]
     MeshSidecar {
         #[arg(long)]
@@ -66,12 +77,6 @@ pub struct RunArgs {
     pub no_report: bool,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum DistArg {
-    Fixed,
-    Exp,
-}
-
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free one. The first stdout line is
@@ -88,10 +93,11 @@ pub struct ServeArgs {
     #[arg(long, requires = "cert")]
     pub client_ca: Option<PathBuf>,
     /// Time spent on each request before answering.
-    #[arg(long, default_value = "0", value_parser = parse_dur)]
+    #[arg(long, default_value = "0")]
     pub service_time: Dur,
-    #[arg(long, value_enum, default_value = "fixed")]
-    pub service_time_dist: DistArg,
+    /// `fixed` or `exp` (exponentially distributed around the service time).
+    #[arg(long, default_value = "fixed")]
+    pub service_time_dist: ServiceTimeDist,
     /// Response header `name: value` (repeatable).
     #[arg(long = "header")]
     pub headers: Vec<String>,
@@ -99,18 +105,14 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 0)]
     pub body_bytes: usize,
     /// Stall every response for this long at every --stall-every period.
-    #[arg(long, value_parser = parse_dur, requires = "stall_every")]
+    #[arg(long, requires = "stall_every")]
     pub stall: Option<Dur>,
-    #[arg(long, value_parser = parse_dur, requires = "stall")]
+    #[arg(long, requires = "stall")]
     pub stall_every: Option<Dur>,
     /// Stop when the parent process exits (the embedded mesh starts its apps with this, so
     /// a loadgen killed with SIGKILL leaves no app behind).
     #[arg(long, hide = true)]
     pub exit_with_parent: bool,
-}
-
-fn parse_dur(s: &str) -> Result<Dur, String> {
-    Dur::parse(s)
 }
 
 /// An error and its causes on one line.
@@ -123,22 +125,23 @@ pub fn one_line(e: &anyhow::Error) -> String {
             s.push_str(&c);
         }
     }
-    s.replace('\n', " ")
+    meshbench_schema::text::one_line(&s)
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
-        Command::Validate { files } => validate(&files),
+        Command::Validate { files, sets } => validate(&files, &sets),
         Command::Run(args) => run_cmd(args),
         Command::Serve(args) => serve_cmd(args),
-        Command::MeshSidecar { config } => Ok(mesh::sidecar_main_code(&config)),
+        Command::MeshApp { config } => Ok(testbed::child::app_main(&config)),
+        Command::MeshSidecar { config } => Ok(testbed::child::sidecar_main(&config)),
     }
 }
 
-fn validate(files: &[PathBuf]) -> anyhow::Result<u8> {
+fn validate(files: &[PathBuf], sets: &[String]) -> anyhow::Result<u8> {
     let mut bad = 0;
     for f in files {
-        match Plan::load(f, &[]) {
+        match Plan::load(f, sets) {
             Ok(p) => println!(
                 "{}: ok ({} cell{})",
                 f.display(),
@@ -146,7 +149,10 @@ fn validate(files: &[PathBuf]) -> anyhow::Result<u8> {
                 if p.cells.len() == 1 { "" } else { "s" }
             ),
             Err(e) => {
-                eprintln!("loadgen: {e}");
+                eprintln!(
+                    "loadgen: {}",
+                    meshbench_schema::text::one_line(&e.to_string())
+                );
                 bad += 1;
             }
         }
@@ -178,7 +184,7 @@ fn watch_signals(stop: watch::Sender<bool>) -> anyhow::Result<()> {
         let _ = stop.send(true);
         tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
         // No unwinding after exit(): stop the embedded mesh's processes and cgroups first.
-        mesh::emergency_cleanup();
+        testbed::emergency_cleanup();
         std::process::exit(EXIT_INTERRUPTED as i32);
     });
     Ok(())
@@ -186,37 +192,23 @@ fn watch_signals(stop: watch::Sender<bool>) -> anyhow::Result<()> {
 
 fn run_cmd(args: RunArgs) -> anyhow::Result<u8> {
     let plan = Plan::load(&args.scenario, &args.sets)?;
-    crate::mesh_target::check_cgroups(&plan, args.no_cpu_limits).map_err(anyhow::Error::msg)?;
+    crate::target::mesh::check_cgroups(&plan, args.no_cpu_limits).map_err(anyhow::Error::msg)?;
+    let dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| crate::run::default_run_dir(&plan.name, std::time::SystemTime::now()));
     let rt = runtime(plan.load.threads)?;
     let out = rt.block_on(async {
         let (stop_tx, stop) = watch::channel(false);
         watch_signals(stop_tx)?;
-        let opts = RunOptions {
-            out: args.out.clone(),
-            stop,
+        let opts = RunOptions { dir, stop };
+        let targets = TargetOptions {
+            no_cpu_limits: args.no_cpu_limits,
+            exe: None,
         };
         let mut ui = crate::output::Live::new(!args.json);
         let mut on_event = |e: crate::run::Event<'_>| ui.event(e);
-        let out = if plan.mesh.is_some() {
-            let dir = args.out.clone().unwrap_or_else(|| {
-                crate::run::default_run_dir(&plan.name, std::time::SystemTime::now())
-            });
-            let exe = std::env::current_exe()?;
-            let mut target =
-                crate::mesh_target::MeshTarget::new(dir.clone(), exe, args.no_cpu_limits);
-            let opts = RunOptions {
-                out: Some(dir),
-                ..opts
-            };
-            crate::run::run_plan(&plan, &mut target, opts, &mut on_event).await
-        } else if plan.app.is_some() {
-            crate::run::run_plan(&plan, &mut AppTarget::default(), opts, &mut on_event).await
-        } else if plan.checks.is_some() {
-            let mut target = crate::mesh_target::CheckedTarget::new(UrlTarget);
-            crate::run::run_plan(&plan, &mut target, opts, &mut on_event).await
-        } else {
-            crate::run::run_plan(&plan, &mut UrlTarget, opts, &mut on_event).await
-        };
+        let out = crate::target::run(&plan, &targets, opts, &mut on_event).await;
         ui.finish();
         Ok::<_, anyhow::Error>(out?)
     })?;
@@ -252,67 +244,38 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<u8> {
 }
 
 fn serve_cmd(a: ServeArgs) -> anyhow::Result<u8> {
-    let mut headers = Vec::new();
-    for h in &a.headers {
-        headers.push(crate::serve::parse_header(h)?);
-    }
-    let cfg = ServeConfig {
+    let headers = a
+        .headers
+        .iter()
+        .map(|h| app::parse_header(h).map_err(|e| anyhow::anyhow!("--{e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let cfg = AppConfig {
         listen: a.listen,
         tls: match (a.cert, a.key) {
-            (Some(cert), Some(key)) => Some(ServeTls {
+            (Some(cert), Some(key)) => Some(AppTls {
                 cert,
                 key,
                 client_ca: a.client_ca,
             }),
             _ => None,
         },
-        service_time: a.service_time.0,
-        service_time_dist: match a.service_time_dist {
-            DistArg::Fixed => Dist::Fixed,
-            DistArg::Exp => Dist::Exp,
-        },
+        service_time: a.service_time,
+        service_time_dist: a.service_time_dist,
         headers,
         body_bytes: a.body_bytes,
-        stall: a.stall.zip(a.stall_every).map(|(s, e)| (s.0, e.0)),
+        stall: a
+            .stall
+            .zip(a.stall_every)
+            .map(|(stall, every)| Stall { stall, every }),
     };
-    if let Some((s, e)) = cfg.stall {
-        if s >= e {
-            anyhow::bail!("--stall must be shorter than --stall-every");
-        }
+    if let Err(e) = cfg.check() {
+        anyhow::bail!(
+            "{}",
+            e.to_string()
+                .replace("stall_every", "--stall-every")
+                .replace("body_bytes", "--body-bytes")
+        );
     }
-    let rt = runtime(
-        std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
-            .unwrap_or(1),
-    )?;
-    rt.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut term = signal(SignalKind::terminate())?;
-        let (addr, handle) = crate::serve::spawn(cfg).await?;
-        {
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "listening on {addr}")?;
-            out.flush()?;
-        }
-        // Polled rather than PR_SET_PDEATHSIG, which fires when the spawning *thread* exits.
-        let parent = nix::unistd::getppid();
-        let mut orphan = tokio::time::interval(std::time::Duration::from_millis(500));
-        loop {
-            tokio::select! {
-                _ = int.recv() => break,
-                _ = term.recv() => break,
-                _ = orphan.tick() => {
-                    if a.exit_with_parent && nix::unistd::getppid() != parent {
-                        eprintln!("serve: parent exited; stopping");
-                        break;
-                    }
-                }
-            }
-        }
-        handle.shutdown().await;
-        Ok::<_, anyhow::Error>(())
-    })?;
-    rt.shutdown_background();
-    Ok(EXIT_OK)
+    let parent = a.exit_with_parent.then(nix::unistd::getppid);
+    Ok(testbed::child::run_app(cfg, parent, "serve"))
 }

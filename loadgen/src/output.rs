@@ -4,20 +4,10 @@
 use crate::run::Event;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use meshbench_schema::{Percentiles, RunResult};
+use meshbench_schema::{Percentiles, RunResult, TABLE_STATS};
+use report::format::us as fmt_us;
 use std::io::IsTerminal;
 use std::path::Path;
-
-/// `1.23ms`, `850µs`, `2.1s` from microseconds.
-pub fn fmt_us(us: f64) -> String {
-    if us >= 1_000_000.0 {
-        format!("{:.2}s", us / 1_000_000.0)
-    } else if us >= 1000.0 {
-        format!("{:.2}ms", us / 1000.0)
-    } else {
-        format!("{us:.0}µs")
-    }
-}
 
 /// The progress bar; inert when stderr is not a terminal or when disabled.
 pub struct Live {
@@ -82,20 +72,10 @@ impl Live {
 pub fn summary_table(run: &RunResult) -> String {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_header(vec![
-        "cell",
-        "proto",
-        "requests",
-        "rate/s",
-        "target/s",
-        "errors",
-        "p50",
-        "p90",
-        "p99",
-        "p99.9",
-        "max",
-        "p99 uncorr.",
-    ]);
+    let mut header = vec!["cell", "proto", "requests", "rate/s", "target/s", "errors"];
+    header.extend(TABLE_STATS);
+    header.push("p99 uncorr.");
+    t.set_header(header);
     let row = |name: String,
                proto: &str,
                req: u64,
@@ -112,7 +92,8 @@ pub fn summary_table(run: &RunResult) -> String {
             Cell::new(target).set_alignment(CellAlignment::Right),
             Cell::new(errs).set_alignment(CellAlignment::Right),
         ];
-        for v in [l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us, u.p99_us] {
+        let stats = TABLE_STATS.iter().map(|s| l.get(s).unwrap_or(f64::NAN));
+        for v in stats.chain([u.p99_us]) {
             r.push(Cell::new(fmt_us(v)).set_alignment(CellAlignment::Right));
         }
         r
@@ -163,7 +144,7 @@ pub fn summary_table(run: &RunResult) -> String {
     if run.interrupted {
         out.push_str("INTERRUPTED: results cover the part of the run that completed\n");
     }
-    out.push_str(&crate::mesh_target::sidecar_summary(run));
+    out.push_str(&sidecar_summary(run));
     let run_checks = run.checks.iter().map(|c| (None, c));
     let cell_checks = run
         .cells
@@ -211,4 +192,51 @@ pub fn summary_json(dir: &Path, run: &RunResult) -> serde_json::Value {
         "warnings": run.warnings,
         "cells": cells,
     })
+}
+
+fn fmt_bytes(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
+}
+
+/// Summary lines about the sidecar of each cell (CPU, throttling, memory, access log) and
+/// limits that were not applied, for the end-of-run table.
+pub fn sidecar_summary(run: &RunResult) -> String {
+    let mut out = String::new();
+    for c in &run.cells {
+        let Some(s) = &c.sidecar else { continue };
+        let cpu = match &s.cpu_stat {
+            Some(st) if c.settings.sidecar_cpu_millis.is_none() => format!(
+                "cpu {:.0}m used (no limit)",
+                st.usage_usec as f64 / 1000.0 / c.duration_s.max(1e-9)
+            ),
+            Some(st) => {
+                let secs = c.duration_s.max(1e-9);
+                format!(
+                    "cpu {:.0}m used, throttled in {}/{} periods ({:.1} ms/s)",
+                    st.usage_usec as f64 / 1000.0 / secs,
+                    st.nr_throttled,
+                    st.nr_periods,
+                    st.throttled_usec as f64 / 1000.0 / secs
+                )
+            }
+            None => "cpu.stat not measured".into(),
+        };
+        let mem = s
+            .memory_peak_bytes
+            .map(fmt_bytes)
+            .unwrap_or_else(|| "-".into());
+        let log = match (c.settings.access_log.as_deref(), s.access_log_lines) {
+            (Some("off"), _) | (None, _) => String::new(),
+            (Some(mode), Some(n)) => format!(", access log {mode}: {n} lines"),
+            (Some(mode), None) => format!(", access log {mode}"),
+        };
+        out.push_str(&format!(
+            "sidecar {}: {cpu}, peak memory {mem}{log}\n",
+            c.id
+        ));
+        if let Some(note) = &c.settings.cpu_limit_note {
+            out.push_str(&format!("  {note}\n"));
+        }
+    }
+    out
 }

@@ -4,15 +4,11 @@
 //! `uncorrected`). Nothing here grows with run length: memory is the histograms' fixed size
 //! (subsets are capped at [`MAX_SUBSETS`]).
 
-use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
-use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
-use meshbench_schema::{
-    ErrorCounts, Latency, Percentiles, HLOG_TAG_CORRECTED, HLOG_TAG_UNCORRECTED,
-};
+use meshbench_schema::hlog::{HlogError, HlogWriter, TAG_CORRECTED, TAG_UNCORRECTED};
+use meshbench_schema::{ErrorCounts, Latency, Percentiles};
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
@@ -36,21 +32,7 @@ fn us(d: Duration) -> u64 {
 
 /// Percentiles of one histogram (zeros when empty).
 pub fn percentiles(h: &Hist) -> Percentiles {
-    if h.is_empty() {
-        return Percentiles::default();
-    }
-    Percentiles {
-        count: h.len(),
-        min_us: h.min_nz() as f64,
-        mean_us: h.mean(),
-        stdev_us: h.stdev(),
-        p50_us: h.value_at_quantile(0.50) as f64,
-        p90_us: h.value_at_quantile(0.90) as f64,
-        p99_us: h.value_at_quantile(0.99) as f64,
-        p999_us: h.value_at_quantile(0.999) as f64,
-        p9999_us: h.value_at_quantile(0.9999) as f64,
-        max_us: h.max() as f64,
-    }
+    Percentiles::of(h)
 }
 
 /// Corrected (from intended send) and uncorrected (from actual send) histograms.
@@ -292,93 +274,38 @@ impl Recorder {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("{path}: cannot write interval log: {message}")]
-pub struct HlogError {
-    pub path: PathBuf,
-    pub message: String,
-}
-
-/// A cell's interval log, written to a temp file and renamed into place by [`Hlog::finish`].
-pub struct Hlog {
-    path: PathBuf,
-    tmp: PathBuf,
-    file: std::io::BufWriter<std::fs::File>,
-    ser: V2DeflateSerializer,
-}
+/// A cell's interval log: each interval's corrected and uncorrected histograms, through
+/// the one writer of `meshbench-schema` (temp file, renamed into place by [`Hlog::finish`]).
+pub struct Hlog(HlogWriter);
 
 impl Hlog {
     /// Start a log whose interval timestamps are relative to `start` (the measured window).
     pub fn create(path: &Path, start: SystemTime, comment: &str) -> Result<Hlog, HlogError> {
-        let err = |e: &dyn std::fmt::Display| HlogError {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        };
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-        let file = std::fs::File::create(&tmp).map_err(|e| err(&e))?;
-        let mut h = Hlog {
-            path: path.to_path_buf(),
-            tmp,
-            file: std::io::BufWriter::new(file),
-            ser: V2DeflateSerializer::new(),
-        };
-        IntervalLogWriterBuilder::new()
-            .add_comment(comment)
-            .add_comment("values are microseconds (max column too)")
-            .with_start_time(start)
-            .with_base_time(start)
-            .begin_log_with(&mut h.file, &mut h.ser)
-            .map_err(|e| err(&e))?;
-        h.file
-            .write_all(b"\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"\n")
-            .map_err(|e| err(&e))?;
-        Ok(h)
+        HlogWriter::create(
+            path,
+            start,
+            &[comment, "values are microseconds (max column too)"],
+        )
+        .map(Hlog)
     }
 
     /// Append one interval (both tags). `offset` is from the log's start.
     pub fn write(&mut self, offset: Duration, len: Duration, pair: &Pair) -> Result<(), HlogError> {
-        let path = self.path.clone();
-        let err = |e: &dyn std::fmt::Display| HlogError {
-            path: path.clone(),
-            message: e.to_string(),
-        };
-        let mut w = IntervalLogWriterBuilder::new()
-            .begin_log_with(&mut self.file, &mut self.ser)
-            .map_err(|e| err(&e))?;
-        w.write_histogram(&pair.corrected, offset, len, Tag::new(HLOG_TAG_CORRECTED))
-            .map_err(|e| err(&e))?;
-        w.write_histogram(
-            &pair.uncorrected,
-            offset,
-            len,
-            Tag::new(HLOG_TAG_UNCORRECTED),
-        )
-        .map_err(|e| err(&e))?;
-        Ok(())
+        self.0
+            .write(offset, len, Some(TAG_CORRECTED), &pair.corrected)?;
+        self.0
+            .write(offset, len, Some(TAG_UNCORRECTED), &pair.uncorrected)
     }
 
     /// Flush, fsync and move into place.
-    pub fn finish(mut self) -> Result<(), HlogError> {
-        let err = |e: std::io::Error| HlogError {
-            path: self.path.clone(),
-            message: e.to_string(),
-        };
-        self.file.flush().map_err(err)?;
-        self.file.get_ref().sync_all().map_err(err)?;
-        std::fs::rename(&self.tmp, &self.path).map_err(err)?;
-        Ok(())
+    pub fn finish(self) -> Result<(), HlogError> {
+        self.0.finish()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
-    use hdrhistogram::serialization::Deserializer;
 
     #[test]
     fn merge_adds_counts_and_errors() {
@@ -438,21 +365,12 @@ mod tests {
         log.write(Duration::from_secs(1), Duration::from_secs(1), &p)
             .unwrap();
         log.finish().unwrap();
-        let bytes = std::fs::read(&path).unwrap();
         let mut tags = vec![];
-        let mut de = Deserializer::new();
-        for e in IntervalLogIterator::new(&bytes) {
-            if let LogEntry::Interval(i) = e.unwrap() {
-                tags.push(i.tag().unwrap().as_str().to_string());
-                let raw = base64::Engine::decode(
-                    &base64::engine::general_purpose::STANDARD,
-                    i.encoded_histogram(),
-                )
-                .unwrap();
-                let h: Hist = de.deserialize(&mut raw.as_slice()).unwrap();
-                assert_eq!(h.len(), 1);
-            }
-        }
+        meshbench_schema::hlog::for_each_interval(&path, |i| {
+            assert_eq!(i.hist.len(), 1);
+            tags.push(i.tag.unwrap());
+        })
+        .unwrap();
         assert_eq!(
             tags,
             ["corrected", "uncorrected", "corrected", "uncorrected"]

@@ -3,9 +3,9 @@
 //! target add what it observed, and write `run.json` (after every cell, atomically, so an
 //! interrupted run keeps what it measured).
 
-use crate::engine::{self, CellLoad, EngineError, HlogSpec, Progress, ResolvedTarget, Target};
-use crate::plan::{CellPlan, Plan};
-use crate::serve::{ServeConfig, ServerHandle};
+use crate::engine::{self, CellLoad, EngineError, HlogSpec, Progress, Target};
+use crate::plan::{CellPlan, Plan, TlsPlan};
+use crate::target::CellTarget;
 use meshbench_schema::{
     CellResult, HostFacts, RunResult, SubsetResult, ToolInfo, RUN_FILE, RUN_SCHEMA_VERSION,
 };
@@ -16,8 +16,6 @@ use tokio::sync::watch;
 
 /// Send lag (p99, µs) above which a cell carries a warning.
 pub const SEND_LAG_WARN_US: f64 = 1000.0;
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -33,87 +31,6 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// The per-cell hook of the run loop: resolves where each cell's load goes and adds what
-/// the target side observed. The built-in app server and a plain URL are implemented here;
-/// the embedded mesh implements it in its own crate.
-#[allow(async_fn_in_trait)]
-pub trait CellTarget {
-    /// Bring up what `cell` needs and say where its load goes.
-    async fn prepare(&mut self, plan: &Plan, cell: &CellPlan) -> Result<ResolvedTarget, BoxError>;
-
-    /// Add sidecar stats / checks to the cell's result; tear down per-cell state.
-    async fn finish(
-        &mut self,
-        _plan: &Plan,
-        _cell: &CellPlan,
-        _result: &mut CellResult,
-    ) -> Result<(), BoxError> {
-        Ok(())
-    }
-
-    /// After the last cell (also after an interrupt): run-level checks, teardown.
-    async fn finish_run(&mut self, _plan: &Plan, _run: &mut RunResult) -> Result<(), BoxError> {
-        Ok(())
-    }
-}
-
-/// A fixed URL from `target.url`.
-pub struct UrlTarget;
-
-impl CellTarget for UrlTarget {
-    async fn prepare(&mut self, plan: &Plan, _cell: &CellPlan) -> Result<ResolvedTarget, BoxError> {
-        let url = plan
-            .target
-            .url
-            .clone()
-            .ok_or("the scenario has no target.url")?;
-        Ok(ResolvedTarget {
-            url,
-            connect_to: None,
-            tls: plan.target.tls.clone(),
-        })
-    }
-}
-
-/// The built-in app server from the scenario's `[app]` section, started in-process once.
-#[derive(Default)]
-pub struct AppTarget {
-    server: Option<(std::net::SocketAddr, ServerHandle)>,
-}
-
-impl CellTarget for AppTarget {
-    async fn prepare(&mut self, plan: &Plan, _cell: &CellPlan) -> Result<ResolvedTarget, BoxError> {
-        let app = plan
-            .app
-            .as_ref()
-            .ok_or("the scenario has no [app] section")?;
-        if self.server.is_none() {
-            let cfg = ServeConfig {
-                service_time: app.service_time.0,
-                service_time_dist: app.service_time_dist,
-                headers: app.headers.clone(),
-                body_bytes: app.body_bytes,
-                stall: app.stall.zip(app.stall_every).map(|(s, e)| (s.0, e.0)),
-                ..ServeConfig::default()
-            };
-            self.server = Some(crate::serve::spawn(cfg).await?);
-        }
-        let addr = self.server.as_ref().expect("started above").0;
-        Ok(ResolvedTarget {
-            url: format!("http://{addr}/"),
-            connect_to: Some(addr),
-            tls: Default::default(),
-        })
-    }
-
-    async fn finish_run(&mut self, _plan: &Plan, _run: &mut RunResult) -> Result<(), BoxError> {
-        if let Some((_, h)) = self.server.take() {
-            h.shutdown().await;
-        }
-        Ok(())
-    }
 }
 
 /// What the run loop tells its caller (the CLI renders it; the engine never prints).
@@ -134,8 +51,8 @@ pub enum Event<'a> {
 }
 
 pub struct RunOptions {
-    /// Run directory; default `results/<scenario>-<UTC timestamp>/`.
-    pub out: Option<PathBuf>,
+    /// The run directory (see [`default_run_dir`]).
+    pub dir: PathBuf,
     pub stop: watch::Receiver<bool>,
 }
 
@@ -156,21 +73,17 @@ pub fn compact_utc(t: SystemTime) -> String {
         .replace(['-', ':'], "")
 }
 
-/// Facts about this machine.
+/// Facts about this machine (procfs-core reads /proc/cpuinfo).
 pub fn host_facts() -> HostFacts {
+    use procfs_core::FromRead;
     let read = |p: &str| {
         std::fs::read_to_string(p)
             .map(|s| s.trim().to_string())
             .unwrap_or_default()
     };
-    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+    let cpu_model = procfs_core::CpuInfo::from_file("/proc/cpuinfo")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
+        .and_then(|c| c.model_name(0).map(str::to_string))
         .unwrap_or_default();
     let cgroup_version = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
         Some("v2".to_string())
@@ -182,9 +95,7 @@ pub fn host_facts() -> HostFacts {
     HostFacts {
         hostname: read("/proc/sys/kernel/hostname"),
         kernel: read("/proc/sys/kernel/osrelease"),
-        cpus: std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
-            .unwrap_or(1),
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
         cpu_model,
         cgroup_version,
     }
@@ -198,16 +109,13 @@ pub async fn run_plan<T: CellTarget>(
     on_event: &mut (dyn FnMut(Event<'_>) + Send),
 ) -> Result<RunOutput, RunError> {
     let started = SystemTime::now();
-    let dir = opts
-        .out
-        .clone()
-        .unwrap_or_else(|| default_run_dir(&plan.name, started));
+    let dir = opts.dir.clone();
     std::fs::create_dir_all(&dir).map_err(|source| RunError::Io {
         path: dir.clone(),
         source,
     })?;
     let mut warnings = Vec::new();
-    if plan.target.tls.insecure_skip_verify {
+    if plan.url_tls().is_some_and(|t| t.insecure_skip_verify) {
         warnings.push(
             "server certificate verification was disabled (target.tls.insecure_skip_verify)"
                 .to_string(),
@@ -223,13 +131,13 @@ pub async fn run_plan<T: CellTarget>(
         interrupted: false,
         plan: serde_json::to_value(plan).unwrap_or(serde_json::Value::Null),
         host: host_facts(),
-        slo: plan.slo.clone(),
+        slo: plan.slo.iter().map(|s| s.expr.clone()).collect(),
         warnings,
         cells: vec![],
         checks: vec![],
     };
     let run_file = dir.join(RUN_FILE);
-    let mut tls_cache: Option<(crate::plan::TlsPlan, Arc<rustls::ClientConfig>)> = None;
+    let mut tls_cache: Option<(TlsPlan, Arc<rustls::ClientConfig>)> = None;
     let mut result = Ok(());
     for cell in &plan.cells {
         if *opts.stop.borrow() {
@@ -275,7 +183,7 @@ async fn run_one<T: CellTarget>(
     target: &mut T,
     dir: &Path,
     opts: &RunOptions,
-    tls_cache: &mut Option<(crate::plan::TlsPlan, Arc<rustls::ClientConfig>)>,
+    tls_cache: &mut Option<(TlsPlan, Arc<rustls::ClientConfig>)>,
     on_event: &mut (dyn FnMut(Event<'_>) + Send),
 ) -> Result<(CellResult, Vec<String>), RunError> {
     let terr = |message: String| RunError::Target {
@@ -291,7 +199,7 @@ async fn run_one<T: CellTarget>(
         match tls_cache {
             Some((k, c)) if *k == resolved.tls => Some(c.clone()),
             _ => {
-                let c = crate::tls::client_config(&resolved.tls, plan.target.protocol)
+                let c = tls::client_config(&resolved.tls.client(), plan.request.protocol.alpn())
                     .map_err(EngineError::from)?;
                 *tls_cache = Some((resolved.tls.clone(), c.clone()));
                 Some(c)
@@ -300,7 +208,7 @@ async fn run_one<T: CellTarget>(
     } else {
         None
     };
-    let engine_target = Arc::new(Target::new(&resolved, &plan.target, tls_config).await?);
+    let engine_target = Arc::new(Target::new(&resolved, &plan.request, tls_config).await?);
     let load = CellLoad {
         mode: cell.mode,
         rate: cell.rate,
@@ -367,7 +275,7 @@ async fn run_one<T: CellTarget>(
     }
     let mut result = CellResult {
         id: cell.id.clone(),
-        settings: cell.settings.clone(),
+        settings: cell.settings(),
         mode: cell.mode,
         protocol: if rec.saw_h2 { "http2" } else { "http1" }.into(),
         duration_s: m.duration_s,

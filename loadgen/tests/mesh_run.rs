@@ -17,7 +17,7 @@ fn bin() -> Command {
 }
 
 fn cgroups_writable() -> bool {
-    match mesh::cgroup::Cgroups::detect() {
+    match testbed::cgroup::Cgroups::detect() {
         Ok(_) => true,
         Err(e) => {
             eprintln!("SKIPPED (cgroups cannot be written here): {e}");
@@ -26,8 +26,8 @@ fn cgroups_writable() -> bool {
     }
 }
 
-/// A mesh scenario whose app command lines carry `marker` (as the subset header name), so
-/// its processes can be found in /proc.
+/// A mesh scenario with `marker` as its subset header name. Its processes can be found in
+/// /proc by the run directory: every child's command line names its config file there.
 fn scenario(dir: &Path, marker: &str, matrix: &str, load: &str) -> PathBuf {
     let text = format!(
         r#"name = "meshtest"
@@ -82,7 +82,7 @@ fn processes_with(marker: &str) -> Vec<u32> {
 
 /// cgroup directories made by loadgen process `pid` (named `meshbench-<pid>-...`).
 fn cgroups_of(pid: u32) -> Vec<PathBuf> {
-    let prefix = mesh::cgroup::name_prefix(pid);
+    let prefix = testbed::cgroup::name_prefix(pid);
     let mut out = Vec::new();
     let mut stack = vec![PathBuf::from("/sys/fs/cgroup")];
     while let Some(d) = stack.pop() {
@@ -315,7 +315,10 @@ fn nothing_is_left_after_a_run_an_error_and_an_interrupt() {
         std::thread::sleep(Duration::from_millis(20));
     }
     // positive control: the mesh is there while the run goes on
-    assert!(processes_with(&marker).len() >= 2, "apps running");
+    assert!(
+        processes_with(&out.display().to_string()).len() >= 2,
+        "apps running"
+    );
     if limits {
         assert!(!cgroups_of(pid).is_empty(), "sidecar cgroup present");
     }
@@ -448,7 +451,7 @@ fn a_real_mesh_gets_the_same_checks() {
     // files and [checks] weights measures it like any endpoint.
     let dir = tempfile::tempdir().unwrap();
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_loadgen"));
-    let spec = mesh::MeshSpec {
+    let spec = testbed::MeshSpec {
         service: "checkout".into(),
         namespace: "default".into(),
         service_account: "checkout".into(),
@@ -460,21 +463,21 @@ fn a_real_mesh_gets_the_same_checks() {
         subsets: ["v1", "v2"]
             .iter()
             .zip([90, 10])
-            .map(|(n, w)| mesh::scenario::SubsetSpec {
+            .map(|(n, w)| testbed::SubsetSpec {
                 name: n.to_string(),
                 weight: w,
-                service_time: Duration::ZERO,
-                service_time_dist: mesh::scenario::ServiceTimeDist::Fixed,
+                service_time: Default::default(),
+                service_time_dist: app::ServiceTimeDist::Fixed,
             })
             .collect(),
     };
-    let mut m = mesh::Mesh::prepare(&spec, dir.path(), &exe).unwrap();
+    let mut m = testbed::Mesh::prepare(&spec, dir.path(), &exe).unwrap();
     let running = m
         .up(
-            &mesh::CellMeshSettings {
+            &testbed::CellMeshSettings {
                 cpu_millis: None,
                 memory_bytes: None,
-                access_log: mesh::AccessLogMode::Off,
+                access_log: sidecar::AccessLogMode::Off,
                 concurrency: 1,
                 apply_limits: false,
             },
@@ -558,7 +561,9 @@ fn a_second_sigint_exits_at_once_and_still_leaves_nothing() {
     let pid = child.id();
     let mut reap = Reap(Some(pid));
     let t0 = Instant::now();
-    while processes_with(&marker).len() < 2 || (limits && cgroups_of(pid).is_empty()) {
+    while processes_with(&out.display().to_string()).len() < 2
+        || (limits && cgroups_of(pid).is_empty())
+    {
         assert!(
             t0.elapsed() < Duration::from_secs(30),
             "mesh did not come up"

@@ -171,7 +171,10 @@ impl Profile {
     /// Parse profile text; `name` is used in errors and as the profile name.
     pub fn parse(name: &str, text: &str) -> Result<Profile, ProfileError> {
         let t: Thresholds = toml::from_str(text).map_err(|e| {
-            let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+            let (line, col) = e
+                .span()
+                .map(|s| meshbench_schema::text::line_col(text, s.start))
+                .unwrap_or((1, 1));
             ProfileError::Syntax {
                 path: name.to_string(),
                 line,
@@ -308,18 +311,6 @@ pub fn parse_version(s: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
-/// 1-based line and column (in characters, as editors and loadgen count) of a byte offset.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let mut end = offset.min(text.len());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    let before = &text[..end];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
-    (line, before[line_start..].chars().count() + 1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,7 +362,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("p.toml:2:16: "), "{e}");
-        assert_eq!(line_col("aé\nb", 2), (1, 2));
     }
 
     #[test]

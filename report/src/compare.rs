@@ -9,7 +9,7 @@ use crate::format::{change, md, us};
 use crate::load::LoadedRun;
 
 /// The latency metrics compared, by conventional name.
-pub const METRICS: [&str; 5] = ["p50", "p90", "p99", "p99.9", "max"];
+pub const METRICS: [&str; 5] = meshbench_schema::TABLE_STATS;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {

@@ -20,6 +20,7 @@ pub mod load;
 pub mod markdown;
 pub mod merge;
 pub mod plot;
+pub mod stats;
 
 use std::path::{Path, PathBuf};
 

@@ -4,22 +4,13 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry, LogIteratorError};
-use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::Histogram;
-use meshbench_schema::{CellResult, RunResult, HLOG_TAG_CORRECTED, HLOG_TAG_UNCORRECTED};
+use meshbench_schema::hlog::{self, Interval};
+use meshbench_schema::{
+    CellResult, Percentiles, RunResult, HLOG_TAG_CORRECTED, HLOG_TAG_UNCORRECTED,
+};
 
 use crate::ReportError;
-
-/// One interval of an interval log, decoded.
-#[derive(Debug, Clone)]
-pub struct Interval {
-    pub tag: Option<String>,
-    /// Absolute start (BaseTime added when the log has one), seconds.
-    pub start_s: f64,
-    pub duration_s: f64,
-    pub hist: Histogram<u64>,
-}
 
 /// A decoded interval log.
 #[derive(Debug, Clone, Default)]
@@ -87,66 +78,12 @@ fn add_into(slot: &mut Option<Histogram<u64>>, h: &Histogram<u64>) {
     add(slot.get_or_insert_with(|| empty_sum(h)), h);
 }
 
-/// Decode an interval log one line at a time, in file order, handing each interval to
-/// `visit`; only the line being decoded is held in memory. A missing file, a line that
-/// does not parse (e.g. a truncated last line) or a histogram that does not decode is an
-/// error naming the file. Returns the number of intervals.
-pub fn for_each_interval(
-    path: &Path,
-    mut visit: impl FnMut(Interval),
-) -> Result<usize, ReportError> {
-    use base64::Engine as _;
-    use std::io::BufRead as _;
-    let io = |source| ReportError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut reader = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
-    let mut line = Vec::new();
-    let mut line_no = 0;
-    let mut base = 0.0;
-    let mut deserializer = Deserializer::new();
-    let mut n = 0;
-    loop {
-        line.clear();
-        if reader.read_until(b'\n', &mut line).map_err(io)? == 0 {
-            return Ok(n);
-        }
-        line_no += 1;
-        // the log format is line by line: one line is a whole input for the parser
-        for entry in IntervalLogIterator::new(&line) {
-            match entry {
-                Ok(LogEntry::StartTime(_)) => {}
-                Ok(LogEntry::BaseTime(d)) => base = d.as_secs_f64(),
-                Ok(LogEntry::Interval(i)) => {
-                    n += 1;
-                    let bin = base64::engine::general_purpose::STANDARD
-                        .decode(i.encoded_histogram().trim())
-                        .map_err(|e| {
-                            ReportError::hlog(path, format!("interval {n}: bad base64: {e}"))
-                        })?;
-                    let hist: Histogram<u64> =
-                        deserializer.deserialize(&mut bin.as_slice()).map_err(|e| {
-                            ReportError::hlog(path, format!("interval {n}: bad histogram: {e:?}"))
-                        })?;
-                    visit(Interval {
-                        tag: i.tag().map(|t| t.as_str().to_string()),
-                        start_s: base + i.start_timestamp().as_secs_f64(),
-                        duration_s: i.duration().as_secs_f64(),
-                        hist,
-                    });
-                }
-                Err(LogIteratorError::ParseError { .. }) => {
-                    return Err(ReportError::hlog(
-                        path,
-                        format!(
-                            "not a valid interval log: cannot parse line {line_no} (truncated or corrupt)"
-                        ),
-                    ));
-                }
-            }
-        }
-    }
+/// Decode an interval log interval by interval (see `meshbench_schema::hlog`).
+pub fn for_each_interval(path: &Path, visit: impl FnMut(Interval)) -> Result<usize, ReportError> {
+    hlog::for_each_interval(path, visit).map_err(|e| ReportError::Hlog {
+        path: e.path,
+        msg: e.msg,
+    })
 }
 
 /// Read and decode a whole interval log into memory (every interval's histogram: for
@@ -202,43 +139,32 @@ impl TagAccumulator {
     }
 }
 
-/// One point of a per-second series.
+/// One point of a per-second series: the second and its latency statistics.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SecondPoint {
     /// Seconds since the first interval of the cell.
     pub t_s: f64,
-    pub count: u64,
-    pub p50_us: f64,
-    pub p90_us: f64,
-    pub p99_us: f64,
-    pub p999_us: f64,
-    pub max_us: f64,
+    pub stats: Percentiles,
 }
 
 impl SecondPoint {
     pub fn of(t_s: f64, h: &Histogram<u64>) -> Self {
-        let q = |q: f64| h.value_at_quantile(q) as f64;
         SecondPoint {
             t_s,
-            count: h.len(),
-            p50_us: q(0.5),
-            p90_us: q(0.9),
-            p99_us: q(0.99),
-            p999_us: q(0.999),
-            max_us: h.max() as f64,
+            stats: Percentiles::of(h),
         }
     }
 
-    /// The value of a percentile by its conventional name (p50, p90, p99, p99.9, max).
+    /// The value of a statistic by its conventional name (p50, p90, p99, p99.9, max, ...).
     pub fn get(&self, name: &str) -> Option<f64> {
-        Some(match name {
-            "p50" => self.p50_us,
-            "p90" => self.p90_us,
-            "p99" => self.p99_us,
-            "p99.9" | "p999" => self.p999_us,
-            "max" => self.max_us,
-            _ => return None,
-        })
+        self.stats.get(name)
+    }
+}
+
+impl std::ops::Deref for SecondPoint {
+    type Target = Percentiles;
+    fn deref(&self) -> &Percentiles {
+        &self.stats
     }
 }
 

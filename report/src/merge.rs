@@ -7,9 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
-use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
-use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
+use meshbench_schema::hlog::{HlogError, HlogWriter};
 
 use crate::load::{add, empty_sum, for_each_interval, SecondPoint};
 use crate::ReportError;
@@ -88,47 +87,37 @@ pub fn merge(out: &Path, inputs: &[PathBuf]) -> Result<MergeSummary, ReportError
     let mut entries: Vec<_> = merged.iter().collect();
     entries.sort_by(|a, b| (a.0 .1, &a.0 .0).cmp(&(b.0 .1, &b.0 .0)));
     let mut whole: BTreeMap<String, Histogram<u64>> = BTreeMap::new();
-    let mut buf = Vec::new();
-    let write_err = |e: String| ReportError::hlog(out, e);
-    {
-        let mut ser = V2DeflateSerializer::new();
-        let base = UNIX_EPOCH + Duration::from_secs(first.max(0) as u64);
-        let comment = format!(
-            "merged by report from {}",
-            files
-                .iter()
-                .map(|f| f.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+    let base = UNIX_EPOCH + Duration::from_secs(first.max(0) as u64);
+    let comment = format!(
+        "merged by report from {}",
+        files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let hlog_err = |e: HlogError| ReportError::Hlog {
+        path: e.path,
+        msg: e.msg,
+    };
+    let mut w = HlogWriter::create(out, base, &[&comment]).map_err(hlog_err)?;
+    for ((tag, sec), (h, dur)) in entries {
+        add(
+            whole
+                .entry(tag.clone().unwrap_or_default())
+                .or_insert_with(|| empty_sum(h)),
+            h,
         );
-        let mut w = IntervalLogWriterBuilder::new()
-            .add_comment(&comment)
-            .with_start_time(base)
-            .with_base_time(base)
-            .begin_log_with(&mut buf, &mut ser)
-            .map_err(|e| write_err(e.to_string()))?;
-        for ((tag, sec), (h, dur)) in entries {
-            add(
-                whole
-                    .entry(tag.clone().unwrap_or_default())
-                    .or_insert_with(|| empty_sum(h)),
-                h,
-            );
-            let start = Duration::from_secs((sec - first).max(0) as u64);
-            w.write_histogram(
-                h,
-                start,
-                Duration::try_from_secs_f64(dur.max(0.0)).map_err(|_| {
-                    write_err(format!(
-                        "an input interval lasts {dur} s, too long to write"
-                    ))
-                })?,
-                tag.as_deref().and_then(Tag::new),
+        let start = Duration::from_secs((sec - first).max(0) as u64);
+        let len = Duration::try_from_secs_f64(dur.max(0.0)).map_err(|_| {
+            ReportError::hlog(
+                out,
+                format!("an input interval lasts {dur} s, too long to write"),
             )
-            .map_err(|e| write_err(format!("{e:?}")))?;
-        }
+        })?;
+        w.write(start, len, tag.as_deref(), h).map_err(hlog_err)?;
     }
-    meshbench_schema::write_atomic(out, &buf)?;
+    w.finish().map_err(hlog_err)?;
     Ok(MergeSummary {
         inputs: files,
         intervals_in,

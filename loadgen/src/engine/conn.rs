@@ -189,7 +189,7 @@ pub async fn connect(t: &Target) -> Result<Sender, Failure> {
             };
             let (_, session) = stream.get_ref();
             if let Some(expected) = &tls.expected_identity {
-                crate::tls::check_identity(session.peer_certificates(), expected)
+                tls::check_identity(session.peer_certificates(), expected)
                     .map_err(|m| Failure::new(ErrorClass::Tls, m))?;
             }
             let h2 = match session.alpn_protocol() {

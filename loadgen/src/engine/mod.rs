@@ -14,7 +14,7 @@
 
 pub mod conn;
 
-use crate::plan::{Protocol, TargetPlan};
+use crate::plan::{Protocol, RequestPlan, TlsPlan};
 use crate::record::{ErrorClass, Hlog, Outcome, Pair, Recorder};
 use bytes::Bytes;
 use conn::{Failure, SendKind, Sender};
@@ -39,9 +39,9 @@ pub enum EngineError {
     #[error("target {url}: {message}")]
     Target { url: String, message: String },
     #[error(transparent)]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] tls::TlsError),
     #[error(transparent)]
-    Hlog(#[from] crate::record::HlogError),
+    Hlog(#[from] meshbench_schema::hlog::HlogError),
 }
 
 /// Where a cell sends its load, as resolved by the run's cell target.
@@ -52,7 +52,7 @@ pub struct ResolvedTarget {
     /// Dial this address instead of resolving the URL's host.
     pub connect_to: Option<SocketAddr>,
     /// TLS settings (used when the URL is https).
-    pub tls: crate::plan::TlsPlan,
+    pub tls: TlsPlan,
 }
 
 pub struct TlsTarget {
@@ -81,9 +81,11 @@ pub struct Target {
 }
 
 impl Target {
+    /// Resolve the address, build the request parts once (the plan checked them), and the
+    /// TLS client config when none is given.
     pub async fn new(
         resolved: &ResolvedTarget,
-        plan: &TargetPlan,
+        req: &RequestPlan,
         tls_config: Option<Arc<rustls::ClientConfig>>,
     ) -> Result<Target, EngineError> {
         let bad = |message: String| EngineError::Target {
@@ -97,6 +99,10 @@ impl Target {
             _ => return Err(bad("scheme must be http or https".into())),
         };
         let host = uri.host().ok_or_else(|| bad("no host".into()))?.to_string();
+        let bare_host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let authority = uri
             .authority()
@@ -104,49 +110,29 @@ impl Target {
             .unwrap_or_else(|| format!("{host}:{port}"));
         let addrs = match resolved.connect_to {
             Some(a) => vec![a],
-            None => {
-                let h = host
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_string();
-                let found: Vec<SocketAddr> = tokio::net::lookup_host((h.as_str(), port))
-                    .await
-                    .map_err(|e| bad(format!("cannot resolve {host}: {e}")))?
-                    .collect();
-                found
-            }
+            None => tokio::net::lookup_host((bare_host.as_str(), port))
+                .await
+                .map_err(|e| bad(format!("cannot resolve {host}: {e}")))?
+                .collect(),
         };
         if addrs.is_empty() {
             return Err(bad(format!("{host} resolves to no address")));
         }
-        let path = plan
-            .path
-            .clone()
-            .or_else(|| uri.path_and_query().map(|p| p.to_string()))
-            .unwrap_or_else(|| "/".into());
-        let uri_path: http::Uri = path.parse().map_err(|e| bad(format!("path: {e}")))?;
+        let path = match (&req.path, uri.path_and_query()) {
+            (Some(p), _) | (None, Some(p)) => p.clone(),
+            (None, None) => http::uri::PathAndQuery::from_static("/"),
+        };
+        let uri_path = http::Uri::from(path.clone());
         let scheme = if https { "https" } else { "http" };
         let uri_abs: http::Uri = format!("{scheme}://{authority}{path}")
             .parse()
             .map_err(|e| bad(format!("{e}")))?;
-        let mut headers = http::HeaderMap::new();
-        for (k, v) in &plan.headers {
-            let name = http::HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| bad(format!("bad header name {k}")))?;
-            let value =
-                http::HeaderValue::from_str(v).map_err(|_| bad(format!("bad header value {v}")))?;
-            headers.append(name, value);
-        }
         let tls = if https {
             let config = match tls_config {
                 Some(c) => c,
-                None => crate::tls::client_config(&resolved.tls, plan.protocol)?,
+                None => tls::client_config(&resolved.tls.client(), req.protocol.alpn())?,
             };
-            let sn = resolved
-                .tls
-                .server_name
-                .clone()
-                .unwrap_or_else(|| host.trim_start_matches('[').trim_end_matches(']').into());
+            let sn = resolved.tls.server_name.clone().unwrap_or(bare_host);
             let server_name = rustls_pki_types::ServerName::try_from(sn.clone())
                 .map_err(|_| bad(format!("`{sn}` is not a valid TLS server name")))?;
             Some(TlsTarget {
@@ -157,7 +143,7 @@ impl Target {
         } else {
             None
         };
-        let mut headers_h1 = headers.clone();
+        let mut headers_h1 = req.headers.clone();
         if !headers_h1.contains_key(http::header::HOST) {
             let v = http::HeaderValue::from_str(&authority)
                 .map_err(|_| bad(format!("`{authority}` is not a valid Host header")))?;
@@ -167,22 +153,16 @@ impl Target {
             headers_h1,
             addrs,
             authority,
-            protocol: plan.protocol,
+            protocol: req.protocol,
             tls,
-            method: plan
-                .method
-                .parse()
-                .map_err(|_| bad(format!("bad method {}", plan.method)))?,
+            method: req.method.clone(),
             uri_abs,
             uri_path,
-            headers,
-            body: Bytes::from(plan.body.clone()),
-            timeout: plan.timeout.0,
-            connect_timeout: plan.connect_timeout.0,
-            subset_header: plan
-                .subset_header
-                .as_ref()
-                .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
+            headers: req.headers.clone(),
+            body: req.body.clone(),
+            timeout: req.timeout.0,
+            connect_timeout: req.connect_timeout.0,
+            subset_header: req.subset_header.clone(),
         })
     }
 

@@ -1,5 +1,5 @@
 use crate::util::{certs, run_text};
-use loadgen::serve::{spawn, ServeConfig, ServeTls};
+use app::{spawn, AppConfig as ServeConfig, AppTls as ServeTls};
 
 fn plain() -> ServeConfig {
     ServeConfig {
@@ -172,7 +172,7 @@ async fn refused_connections_are_counted_and_do_not_stop_the_run() {
 async fn slow_responses_are_counted_as_request_timeouts() {
     // Every response takes 400 ms; the per-request timeout is 100 ms.
     let (addr, _srv) = spawn(ServeConfig {
-        service_time: std::time::Duration::from_millis(400),
+        service_time: meshbench_schema::units::Dur(std::time::Duration::from_millis(400)),
         ..plain()
     })
     .await

@@ -1,6 +1,7 @@
 use crate::util::run_text;
+use app::{spawn, AppConfig as ServeConfig, Stall};
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
-use loadgen::serve::{spawn, ServeConfig};
+use meshbench_schema::units::Dur;
 use std::time::Duration;
 
 /// A server that stalls every response for S = 200 ms once every P = 1 s, loaded at a
@@ -12,7 +13,10 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinated_omission_is_corrected() {
     let (addr, _srv) = spawn(ServeConfig {
-        stall: Some((Duration::from_millis(200), Duration::from_secs(1))),
+        stall: Some(Stall {
+            stall: Dur(Duration::from_millis(200)),
+            every: Dur(Duration::from_secs(1)),
+        }),
         ..Default::default()
     })
     .await
@@ -114,7 +118,7 @@ async fn open_loop_achieves_the_target_rate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backlog_shows_in_corrected_latency_and_achieved_rate() {
     let (addr, _srv) = spawn(ServeConfig {
-        service_time: Duration::from_millis(20),
+        service_time: Dur(Duration::from_millis(20)),
         ..Default::default()
     })
     .await

@@ -1,7 +1,7 @@
 use crate::util::{certs, run_text, Certs, SPIFFE_APP};
-use loadgen::serve::{spawn, ServeConfig, ServeTls};
+use app::{spawn, AppConfig as ServeConfig, AppTls as ServeTls};
 
-async fn mtls_server(c: &Certs) -> (std::net::SocketAddr, loadgen::serve::ServerHandle) {
+async fn mtls_server(c: &Certs) -> (std::net::SocketAddr, app::ServerHandle) {
     spawn(ServeConfig {
         tls: Some(ServeTls {
             cert: c.path("server.pem"),

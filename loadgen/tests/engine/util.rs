@@ -1,6 +1,7 @@
 use loadgen::plan::Plan;
-use loadgen::run::{run_plan, RunOutput, UrlTarget};
+use loadgen::run::RunOutput;
 use loadgen::scenario::Source;
+use loadgen::target::TargetOptions;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
 use std::path::{Path, PathBuf};
 use tokio::sync::watch;
@@ -81,7 +82,7 @@ pub fn certs() -> Certs {
     Certs { dir }
 }
 
-/// Run scenario text (written to `dir/s.toml`) against its `target.url`, in-process.
+/// Run scenario text (written to `dir/s.toml`) against its target, in-process.
 pub async fn run_text(dir: &Path, text: &str) -> RunOutput {
     let path = dir.join("s.toml");
     std::fs::write(&path, text).unwrap();
@@ -89,10 +90,10 @@ pub async fn run_text(dir: &Path, text: &str) -> RunOutput {
     let plan = Plan::from_scenario(&src.parse().unwrap(), &src).unwrap();
     let (_tx, stop) = watch::channel(false);
     let opts = loadgen::run::RunOptions {
-        out: Some(dir.join("out")),
+        dir: dir.join("out"),
         stop,
     };
-    let run = run_plan(&plan, &mut UrlTarget, opts, &mut |_| {})
+    let run = loadgen::target::run(&plan, &TargetOptions::default(), opts, &mut |_| {})
         .await
         .unwrap();
     // run.json on disk holds what was returned.

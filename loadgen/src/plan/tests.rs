@@ -1,0 +1,265 @@
+use super::*;
+use crate::scenario::Source;
+use std::time::Duration;
+
+fn plan(text: &str) -> Result<Plan, String> {
+    let src = Source::new("s.toml", text);
+    let sc = src.parse().map_err(|e| e.to_string())?;
+    Plan::from_scenario(&sc, &src).map_err(|e| e.to_string())
+}
+
+#[test]
+fn defaults_are_resolved() {
+    let p = plan("[target]\nurl = \"http://127.0.0.1:1/\"\n[load]\nrate = 10\nduration = \"2s\"\n")
+        .unwrap();
+    assert_eq!(p.name, "s");
+    assert_eq!(p.load.mode, LoadMode::Open);
+    assert_eq!(p.load.connections, 4);
+    assert_eq!(p.request.method, http::Method::GET);
+    assert_eq!(p.request.timeout.0, Duration::from_secs(5));
+    assert_eq!(p.cells.len(), 1);
+    assert_eq!(p.cells[0].id, "default");
+    assert_eq!(p.cells[0].settings().rate, Some(10.0));
+    assert!(matches!(p.target, TargetKind::Url { .. }));
+    // run.json keeps the plan: the load section is readable there
+    let v = serde_json::to_value(&p).unwrap();
+    assert_eq!(v["load"]["rate"], 10.0);
+    assert_eq!(v["target"]["kind"], "url");
+    assert_eq!(v["request"]["method"], "GET");
+}
+
+#[test]
+fn errors_are_placed() {
+    let e =
+        plan("[target]\nurl = \"http://x/\"\n[load]\nrate = 0\nduration = \"2s\"\n").unwrap_err();
+    assert_eq!(e, "s.toml:4:8: load.rate must be > 0");
+    let e = plan("[target]\nurl = \"http://x/\"\n[load]\nrate = 1\n").unwrap_err();
+    assert!(
+        e.contains("load.duration or load.requests is required"),
+        "{e}"
+    );
+    let e = plan("[target]\nurl = \"http://x/\"\n[load]\nmode = \"closed\"\nthink_time = \"1s\"\nrequests = 1\nrate = 3\n")
+        .unwrap_err();
+    assert!(
+        e.starts_with("s.toml:7:8: load.rate applies to open loop only"),
+        "{e}"
+    );
+    let e = plan("[load]\nrate = 1\nduration = \"1s\"\n").unwrap_err();
+    assert!(e.contains("target.url is required"), "{e}");
+}
+
+#[test]
+fn slos_are_parsed_with_the_plan_and_placed() {
+    let base = "[target]\nurl = \"http://x/\"\n[load]\nrate = 1\nduration = \"1s\"\n";
+    let p = plan(&format!("slo = [\"p99<1m30s\", \"errors<0.1%\"]\n{base}")).unwrap();
+    assert_eq!(p.slo.len(), 2);
+    assert_eq!(p.slo[0].threshold, 90e6);
+    let e = plan(&format!("slo = [\"p99<50ms\", \"p99<fast\"]\n{base}")).unwrap_err();
+    assert!(e.starts_with("s.toml:1:20: SLO 'p99<fast'"), "{e}");
+}
+
+#[test]
+fn numbers_are_bounded_to_what_the_engine_can_run() {
+    let base = |load: &str| format!("[target]\nurl = \"http://x/\"\n[load]\n{load}\n");
+    for (load, want) in [
+        (
+            "rate = 5e-324\nduration = \"1s\"",
+            "load.rate 5e-324 is out of range",
+        ),
+        (
+            "rate = 1e300\nduration = \"1s\"",
+            "load.rate 1e300 is out of range",
+        ),
+        (
+            "rate = 1\nduration = \"300000000000s\"",
+            "load.duration must be at most",
+        ),
+        (
+            "rate = 1\nduration = \"1s\"\nwarmup = \"300000000000s\"",
+            "load.warmup must be at most",
+        ),
+        (
+            "mode = \"closed\"\nduration = \"2s\"\nthink_time = \"5s\"",
+            "think_time must be shorter",
+        ),
+    ] {
+        let e = plan(&base(load)).unwrap_err();
+        assert!(e.contains(want), "{load}: {e}");
+        assert!(e.starts_with("s.toml:"), "{e}");
+    }
+    let e = plan("[target]\nurl = \"http://x/\"\ntimeout = \"300000000000s\"\n[load]\nrate = 1\nduration = \"1s\"\n")
+        .unwrap_err();
+    assert!(e.contains("target.timeout must be at most"), "{e}");
+}
+
+const MESH: &str = r#"
+[load]
+rate = 10
+duration = "1s"
+[mesh]
+concurrency = 2
+[[mesh.subset]]
+name = "v1"
+weight = 90
+service_time = "1ms"
+[[mesh.subset]]
+name = "v2"
+weight = 10
+service_time = "2ms"
+service_time_dist = "exp"
+"#;
+
+fn mesh_plan(src: &str) -> Result<Plan, String> {
+    let s = Source::new("x.toml", src);
+    let sc = s.parse().map_err(|e| e.to_string())?;
+    Plan::from_scenario(&sc, &s).map_err(|e| e.to_string())
+}
+
+#[test]
+fn canary_mesh_and_matrix_validate() {
+    let src = format!(
+        "{MESH}\n[matrix]\nsidecar_cpu = [\"100m\", 0.5, 2, \"none\"]\naccess_log = [\"off\", \"buffered\", \"sync\"]\n"
+    );
+    let p = mesh_plan(&src).unwrap();
+    let mesh = p.mesh().unwrap();
+    assert_eq!(
+        mesh.spiffe_id(),
+        "spiffe://cluster.local/ns/default/sa/checkout"
+    );
+    assert_eq!(mesh.dns_name(), "checkout.default.svc.cluster.local");
+    assert_eq!(mesh.subsets[1].service_time.0, Duration::from_millis(2));
+    assert_eq!(
+        mesh.subsets[1].service_time_dist,
+        ::app::ServiceTimeDist::Exp
+    );
+    let millis: Vec<_> = p
+        .matrix
+        .as_ref()
+        .unwrap()
+        .sidecar_cpu
+        .iter()
+        .map(|c| c.millis)
+        .collect();
+    assert_eq!(millis, vec![Some(100), Some(500), Some(2000), None]);
+    let ids: Vec<&str> = p.cells.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids.len(), 12);
+    assert_eq!(ids[0], "cpu=100m,log=off");
+    assert_eq!(ids[1], "cpu=100m,log=buffered");
+    assert_eq!(ids[3], "cpu=500m,log=off");
+    assert_eq!(ids[11], "cpu=none,log=sync");
+    assert_eq!(p.cells[3].settings().sidecar_cpu_millis, Some(500));
+    assert_eq!(p.cells[11].settings().access_log.as_deref(), Some("sync"));
+    let checks = p.checks.unwrap();
+    assert_eq!(
+        checks.weights,
+        Some(vec![("v1".into(), 90), ("v2".into(), 10)])
+    );
+    assert_eq!(checks.confidence, checks::DEFAULT_CONFIDENCE);
+    assert!(checks.strict_mtls);
+    assert_eq!(p.request.subset_header.unwrap(), "x-version");
+    // without a [matrix], one cell with no limit and no log
+    let p = mesh_plan(MESH).unwrap();
+    assert_eq!(p.cells.len(), 1);
+    assert_eq!(p.cells[0].id, "cpu=none,log=off");
+}
+
+#[test]
+fn a_real_mesh_matrix_has_rate_and_connection_cells() {
+    let p = plan("[target]\nurl = \"http://x/\"\n[load]\nrate = 10\nduration = \"1s\"\n[matrix]\nrate = [10, 20]\nconnections = [1, 4]\n").unwrap();
+    let ids: Vec<&str> = p.cells.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "rate=10,conns=1",
+            "rate=10,conns=4",
+            "rate=20,conns=1",
+            "rate=20,conns=4"
+        ]
+    );
+    assert_eq!(p.cells[3].rate, Some(20.0));
+    assert_eq!(p.cells[3].connections, 4);
+    assert!(p.cells[3].sidecar.is_none());
+}
+
+#[test]
+fn bad_cpu_quantity_points_at_the_value() {
+    let src = format!("{MESH}\n[matrix]\nsidecar_cpu = [\"100m\", \"lots\"]\n");
+    let err = mesh_plan(&src).unwrap_err();
+    let line = src.lines().position(|l| l.contains("lots")).unwrap() + 1;
+    assert!(
+        err.starts_with(&format!("x.toml:{line}:24: matrix.sidecar_cpu: `lots`")),
+        "{err}"
+    );
+}
+
+#[test]
+fn weights_not_summing_to_100_are_refused() {
+    let src = MESH.replace("weight = 10", "weight = 20");
+    let err = mesh_plan(&src).unwrap_err();
+    assert!(
+        err.contains("mesh.subset: weights must sum to 100, these sum to 110"),
+        "{err}"
+    );
+    assert!(err.starts_with("x.toml:"), "{err}");
+    let src = format!("{MESH}\n[checks]\nweights = {{ v1 = 50, v2 = 49 }}\n");
+    let err = mesh_plan(&src).unwrap_err();
+    let line = src.lines().position(|l| l.starts_with("weights")).unwrap() + 1;
+    assert!(
+        err.starts_with(&format!(
+            "x.toml:{line}:11: checks.weights: weights must sum to 100"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_access_log_mode_is_refused() {
+    let src = format!("{MESH}\n[matrix]\naccess_log = [\"off\", \"verbose\"]\n");
+    let err = mesh_plan(&src).unwrap_err();
+    let line = src.lines().position(|l| l.contains("verbose")).unwrap() + 1;
+    assert!(
+        err.starts_with(&format!(
+            "x.toml:{line}:22: matrix.access_log: unknown access-log mode `verbose`"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn other_bad_entries() {
+    for (bad, want) in [
+        ("[matrix]\nsidecar_cpu = [-1]\n", "matrix.sidecar_cpu"),
+        ("[matrix]\nsidecar_cpu = []\n", "at least one"),
+        ("[matrix]\nrate = [0]\n", "matrix.rate"),
+        ("[matrix]\nconnections = [0]\n", "matrix.connections"),
+        ("[checks]\nconfidence = 2\n", "checks.confidence"),
+        ("[matrix]\ncpu = [\"1\"]\n", "unknown field `cpu`"),
+    ] {
+        let err = mesh_plan(&format!("{MESH}\n{bad}")).unwrap_err();
+        assert!(err.contains(want), "{bad}: {err}");
+    }
+    let err = mesh_plan(&MESH.replace("\"2ms\"", "\"soon\"")).unwrap_err();
+    assert!(err.contains("mesh.subset[1].service_time: `soon`"), "{err}");
+    let p = mesh_plan(&format!("{MESH}\n[checks]\nconfidence = \"99%\"\n")).unwrap();
+    assert!((p.checks.unwrap().confidence - 0.99).abs() < 1e-12);
+}
+
+#[test]
+fn a_matrix_too_large_to_run_is_refused_before_it_is_expanded() {
+    let list = |n: usize| {
+        (1..=n)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let src = format!(
+        "{MESH}\n[matrix]\nrate = [{}]\nconnections = [{}]\n",
+        list(100),
+        list(100)
+    );
+    let err = mesh_plan(&src).unwrap_err();
+    assert!(
+        err.contains("the matrix has 10000 cells; at most 1000"),
+        "{err}"
+    );
+}

@@ -1,0 +1,86 @@
+//! Targets: what each cell's load goes to, behind one per-cell hook, [`CellTarget`].
+//!
+//! - [`url`]: a fixed URL (`[target] url`), wrapped in [`checked::Checked`] for the
+//!   canary split and STRICT mTLS of a real mesh (`[checks]`);
+//! - [`app`]: the built-in app server, in-process, once per run;
+//! - [`mesh`]: the embedded mesh, a fresh one per cell (apps + sidecar under the cell's
+//!   CPU quota), its sidecar measured, its checks run.
+//!
+//! [`run`] picks the target from the plan's [`TargetKind`] and runs the plan against it.
+//! A new kind of target is a new module here with a `CellTarget` impl and a `TargetKind`
+//! variant in the plan.
+
+pub mod app;
+pub mod checked;
+pub mod mesh;
+pub mod url;
+
+use crate::engine::ResolvedTarget;
+use crate::plan::{CellPlan, Plan, TargetKind};
+use crate::run::{Event, RunError, RunOptions, RunOutput};
+use meshbench_schema::{CellResult, RunResult};
+use std::path::PathBuf;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The per-cell hook of the run loop: resolves where each cell's load goes and adds what
+/// the target side observed.
+#[allow(async_fn_in_trait)]
+pub trait CellTarget {
+    /// Bring up what `cell` needs and say where its load goes.
+    async fn prepare(&mut self, plan: &Plan, cell: &CellPlan) -> Result<ResolvedTarget, BoxError>;
+
+    /// Add sidecar stats / checks to the cell's result; tear down per-cell state.
+    async fn finish(
+        &mut self,
+        _plan: &Plan,
+        _cell: &CellPlan,
+        _result: &mut CellResult,
+    ) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    /// After the last cell (also after an interrupt): run-level checks, teardown.
+    async fn finish_run(&mut self, _plan: &Plan, _run: &mut RunResult) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+/// How the CLI wants the targets set up.
+#[derive(Debug, Clone, Default)]
+pub struct TargetOptions {
+    /// Run the embedded mesh without sidecar cgroups (`--no-cpu-limits`).
+    pub no_cpu_limits: bool,
+    /// The binary that provides the embedded mesh's `mesh-app` and `mesh-sidecar` roles
+    /// (default: this executable).
+    pub exe: Option<PathBuf>,
+}
+
+/// Run every cell of `plan` against the target its [`TargetKind`] names.
+pub async fn run(
+    plan: &Plan,
+    targets: &TargetOptions,
+    opts: RunOptions,
+    on_event: &mut (dyn FnMut(Event<'_>) + Send),
+) -> Result<RunOutput, RunError> {
+    match &plan.target {
+        TargetKind::Url { .. } => {
+            let mut t = checked::Checked::new(url::UrlTarget);
+            crate::run::run_plan(plan, &mut t, opts, on_event).await
+        }
+        TargetKind::App(_) => {
+            crate::run::run_plan(plan, &mut app::AppTarget::default(), opts, on_event).await
+        }
+        TargetKind::Mesh(_) => {
+            let exe = match &targets.exe {
+                Some(e) => e.clone(),
+                None => std::env::current_exe().map_err(|source| RunError::Io {
+                    path: PathBuf::from("/proc/self/exe"),
+                    source,
+                })?,
+            };
+            let mut t = mesh::MeshTarget::new(opts.dir.clone(), exe, targets.no_cpu_limits);
+            crate::run::run_plan(plan, &mut t, opts, on_event).await
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! CI gates: absolute SLOs (k6-style thresholds) and noise-aware regression against a
+//! baseline run, with criterion's three-way verdict (Regressed / NonSignificant /
+//! Improved).
+//!
+//! Noise: for each matched cell, the gated percentile is computed for every second of
+//! both runs from their interval logs; a two-sided Mann-Whitney U test ([`crate::stats`])
+//! says whether the two per-second series differ
+//! beyond the run-to-run noise. The size of the change is the whole-cell percentile of
+//! the current run against the baseline's. A metric is `Regressed` only when the change
+//! exceeds the allowed regression AND the difference is significant; `Improved` when it is
+//! significantly better by more than the same margin; otherwise `NonSignificant`.
+
+mod expr;
+mod markdown;
+
+pub use expr::{parse_max_regression, parse_slo, MaxRegression};
+pub use markdown::markdown;
+use meshbench_schema::quantile_of;
+pub use meshbench_schema::slo::{Op, Slo, SloMetric};
+
+use crate::compare::ratio;
+use crate::format::{change, us};
+use crate::load::{LoadedCell, LoadedRun};
+use crate::stats::{mann_whitney, median};
+
+/// Default significance level of the regression test.
+pub const DEFAULT_ALPHA: f64 = 0.05;
+/// Regression threshold used when a baseline is given without `--max-regression`.
+pub const DEFAULT_MAX_REGRESSION: &str = "p99=+10%";
+/// Fewest per-second points per run for the noise test to mean anything.
+pub const MIN_SECONDS: usize = 3;
+
+/// Outcome of one gate on one cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// SLO met.
+    Passed,
+    /// SLO violated, or no data to judge it.
+    Failed,
+    /// Slower beyond the allowed regression, and significant against the noise.
+    Regressed,
+    /// Not distinguishable from noise, or within the allowed regression.
+    NonSignificant,
+    /// Significantly faster by more than the regression margin.
+    Improved,
+    /// A baseline cell that the current run does not have.
+    Missing,
+    /// A current cell without a baseline: nothing to compare (reported, passes).
+    NoBaseline,
+}
+
+impl Verdict {
+    pub fn fails(self) -> bool {
+        matches!(
+            self,
+            Verdict::Failed | Verdict::Regressed | Verdict::Missing
+        )
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Passed => "Passed",
+            Verdict::Failed => "Failed",
+            Verdict::Regressed => "Regressed",
+            Verdict::NonSignificant => "NonSignificant",
+            Verdict::Improved => "Improved",
+            Verdict::Missing => "Missing",
+            Verdict::NoBaseline => "NoBaseline",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GateResult {
+    /// The gate's expression (`p99<50ms`, `p99=+10%`, `baseline`).
+    pub gate: String,
+    pub cell: String,
+    pub verdict: Verdict,
+    /// One or two sentences with the figures that decided it.
+    pub explanation: String,
+    /// For regression gates: relative change and p-value.
+    pub change: Option<f64>,
+    pub p_value: Option<f64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GateOptions {
+    pub slos: Vec<Slo>,
+    pub regressions: Vec<MaxRegression>,
+    pub alpha: f64,
+}
+
+/// Whole-cell percentile: from the interval log's histogram when there is one, else from
+/// run.json.
+fn whole(cell: &LoadedCell, metric: &str) -> f64 {
+    if let Some(h) = &cell.corrected {
+        return match quantile_of(metric) {
+            Some(q) => h.value_at_quantile(q) as f64,
+            None => h.max() as f64,
+        };
+    }
+    cell.result
+        .latency
+        .corrected
+        .get(metric)
+        .unwrap_or(f64::NAN)
+}
+
+fn slo_on_cell(slo: &Slo, cell: &LoadedCell) -> GateResult {
+    let c = &cell.result;
+    let (value, shown) = match slo.metric {
+        SloMetric::Latency(p) => {
+            if c.latency.corrected.count == 0 {
+                (None, String::new())
+            } else {
+                let v = c.latency.corrected.get(p).unwrap_or(f64::NAN);
+                (Some(v), us(v))
+            }
+        }
+        SloMetric::Errors => {
+            if c.requests == 0 {
+                (None, String::new())
+            } else {
+                let v = c.errors.total() as f64 / c.requests as f64;
+                (
+                    Some(v),
+                    format!(
+                        "{:.3} % ({} of {})",
+                        v * 100.0,
+                        c.errors.total(),
+                        c.requests
+                    ),
+                )
+            }
+        }
+        SloMetric::Rate => (Some(c.achieved_rate), format!("{:.1}/s", c.achieved_rate)),
+    };
+    let (verdict, explanation) = match value {
+        None => (
+            Verdict::Failed,
+            "no completed requests in this cell, so the SLO cannot be met".to_string(),
+        ),
+        Some(v) if slo.op.holds(v, slo.threshold) => (
+            Verdict::Passed,
+            format!("measured {shown}: within `{}`", slo.expr),
+        ),
+        Some(_) => (
+            Verdict::Failed,
+            format!("measured {shown}: violates `{}`", slo.expr),
+        ),
+    };
+    GateResult {
+        gate: slo.expr.clone(),
+        cell: c.id.clone(),
+        verdict,
+        explanation,
+        change: None,
+        p_value: None,
+    }
+}
+
+/// Judge one regression gate on a matched pair of cells.
+pub fn regression_on_cell(
+    gate: &MaxRegression,
+    base: &LoadedCell,
+    cur: &LoadedCell,
+    alpha: f64,
+) -> GateResult {
+    let series = |c: &LoadedCell| -> Vec<f64> {
+        c.seconds
+            .iter()
+            .filter_map(|s| s.get(gate.metric))
+            .collect()
+    };
+    let (bs, cs) = (series(base), series(cur));
+    let (bw, cw) = (whole(base, gate.metric), whole(cur, gate.metric));
+    let ch = ratio(bw, cw);
+    let m = gate.metric;
+    let figures = format!(
+        "{m} {} → {} ({}), allowed +{:.1} %",
+        us(bw),
+        us(cw),
+        change(ch),
+        gate.max * 100.0
+    );
+    let mut result = GateResult {
+        gate: gate.expr.clone(),
+        cell: cur.result.id.clone(),
+        verdict: Verdict::NonSignificant,
+        explanation: String::new(),
+        change: Some(ch),
+        p_value: None,
+    };
+    if bs.len() < MIN_SECONDS || cs.len() < MIN_SECONDS {
+        result.explanation = format!(
+            "{figures}; only {} / {} per-second intervals (baseline / current), too few to tell a change from noise (need {MIN_SECONDS})",
+            bs.len(),
+            cs.len()
+        );
+        return result;
+    }
+    let p = mann_whitney(&cs, &bs).map_or(1.0, |(_, p)| p);
+    result.p_value = Some(p);
+    let (bm, cm) = (median(&bs), median(&cs));
+    let noise = format!(
+        "per-second {m} median {} → {} over {} / {} s, Mann-Whitney p = {}",
+        us(bm),
+        us(cm),
+        bs.len(),
+        cs.len(),
+        if p >= 0.001 {
+            format!("{p:.3}")
+        } else {
+            format!("{p:.1e}")
+        }
+    );
+    let significant = p < alpha;
+    result.verdict = if !ch.is_finite() {
+        Verdict::NonSignificant
+    } else if significant && ch > gate.max && cm > bm {
+        Verdict::Regressed
+    } else if significant && ch < -gate.max && cm < bm {
+        Verdict::Improved
+    } else {
+        Verdict::NonSignificant
+    };
+    let why = match result.verdict {
+        Verdict::Regressed => {
+            format!("slower beyond the allowed regression and significant (p < {alpha})")
+        }
+        Verdict::Improved => {
+            format!("faster by more than the margin and significant (p < {alpha})")
+        }
+        _ if !significant => format!("not significant against the run-to-run noise (p ≥ {alpha})"),
+        _ => "significant but within the allowed regression".to_string(),
+    };
+    result.explanation = format!("{figures}; {noise}: {why}");
+    result
+}
+
+/// Evaluate every gate on every cell of `current`.
+pub fn evaluate(
+    current: &LoadedRun,
+    baseline: Option<&LoadedRun>,
+    opts: &GateOptions,
+) -> Vec<GateResult> {
+    let mut out = Vec::new();
+    for cell in &current.cells {
+        for slo in &opts.slos {
+            out.push(slo_on_cell(slo, cell));
+        }
+        if let Some(base) = baseline {
+            match base.cell(&cell.result.id) {
+                Some(b) => {
+                    for g in &opts.regressions {
+                        out.push(regression_on_cell(g, b, cell, opts.alpha));
+                    }
+                }
+                None => out.push(GateResult {
+                    gate: "baseline".into(),
+                    cell: cell.result.id.clone(),
+                    verdict: Verdict::NoBaseline,
+                    explanation: format!(
+                        "the baseline {} has no cell with this id: nothing to compare",
+                        base.dir.display()
+                    ),
+                    change: None,
+                    p_value: None,
+                }),
+            }
+        }
+    }
+    if let Some(base) = baseline {
+        for b in &base.run.cells {
+            if current.cell(&b.id).is_none() {
+                out.push(GateResult {
+                    gate: "baseline".into(),
+                    cell: b.id.clone(),
+                    verdict: Verdict::Missing,
+                    explanation: "the baseline has this cell but the current run does not".into(),
+                    change: None,
+                    p_value: None,
+                });
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,343 @@
+//! `run.json`: what one `loadgen run` measured ([`RunResult`]), cell by cell.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Version of the `run.json` layout. Bump on any incompatible change.
+pub const RUN_SCHEMA_VERSION: u32 = 1;
+/// File name of a run's result inside its run directory.
+pub const RUN_FILE: &str = "run.json";
+
+/// The latency percentiles every table, chart and gate shows, with their quantiles.
+pub const PERCENTILES: [(&str, f64); 5] = [
+    ("p50", 0.50),
+    ("p90", 0.90),
+    ("p99", 0.99),
+    ("p99.9", 0.999),
+    ("p99.99", 0.9999),
+];
+
+/// The statistics tables show per cell (loadgen's summary, `report compare`, summary.md)
+/// and regression limits may name.
+pub const TABLE_STATS: [&str; 5] = ["p50", "p90", "p99", "p99.9", "max"];
+
+/// Every latency statistic an SLO, a gate or a comparison may name.
+pub const LATENCY_STATS: [&str; 8] = ["p50", "p90", "p99", "p99.9", "p99.99", "max", "min", "mean"];
+
+/// The quantile of a percentile name (`p99` -> 0.99); `None` for max, min, mean.
+pub fn quantile_of(name: &str) -> Option<f64> {
+    PERCENTILES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, q)| *q)
+}
+
+/// Identifies the tool build that wrote a file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolInfo {
+    pub name: String,
+    pub version: String,
+}
+
+impl ToolInfo {
+    pub fn new(name: &str, version: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            version: version.to_string(),
+        }
+    }
+}
+
+/// Facts about the machine that generated the load.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostFacts {
+    pub hostname: String,
+    pub kernel: String,
+    pub cpus: u32,
+    #[serde(default)]
+    pub cpu_model: String,
+    /// "v1", "v2" or absent when no cgroup filesystem was found.
+    #[serde(default)]
+    pub cgroup_version: Option<String>,
+}
+
+/// The whole result of one `loadgen run`: what `run.json` holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    pub schema_version: u32,
+    pub tool: ToolInfo,
+    /// Scenario name (from the scenario file, or its file stem).
+    pub scenario: String,
+    /// Path of the scenario file as given on the command line.
+    #[serde(default)]
+    pub scenario_file: Option<String>,
+    /// RFC 3339 UTC.
+    pub started_at: String,
+    /// RFC 3339 UTC; absent when the run was cut short before it could be set.
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    /// True when SIGINT/SIGTERM stopped the run: what was measured up to then is kept.
+    #[serde(default)]
+    pub interrupted: bool,
+    /// The resolved plan, as loadgen defines it (every default filled in).
+    pub plan: serde_json::Value,
+    pub host: HostFacts,
+    /// Service-level objectives declared in the scenario, e.g. `p99<50ms`, `errors<0.1%`.
+    #[serde(default)]
+    pub slo: Vec<String>,
+    /// Noteworthy conditions the reader must see (e.g. "server certificate verification
+    /// was disabled"). Nothing is silently skipped: anything not applied is said here.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    pub cells: Vec<CellResult>,
+    /// Run-level checks (e.g. STRICT mTLS refused plaintext).
+    #[serde(default)]
+    pub checks: Vec<CheckResult>,
+}
+
+impl RunResult {
+    /// True when every check of the run and of every cell passed (or was skipped).
+    pub fn checks_passed(&self) -> bool {
+        self.checks
+            .iter()
+            .chain(self.cells.iter().flat_map(|c| c.checks.iter()))
+            .all(|c| c.status != CheckStatus::Failed)
+    }
+}
+
+/// Load-generation model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadMode {
+    /// Constant-rate schedule; latency measured from the intended send time.
+    Open,
+    /// Each connection sends its next request when the previous one completes.
+    Closed,
+}
+
+/// Settings that distinguish one cell of the matrix from another.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CellSettings {
+    /// Sidecar CPU limit as written in the scenario (Kubernetes quantity, e.g. "100m"),
+    /// or absent for "no limit".
+    #[serde(default)]
+    pub sidecar_cpu: Option<String>,
+    /// The same limit in millicores.
+    #[serde(default)]
+    pub sidecar_cpu_millis: Option<u64>,
+    /// Whether the CPU limit was really applied through a cgroup. False with a note when
+    /// it could not be (e.g. `--no-cpu-limits`).
+    #[serde(default)]
+    pub cpu_limit_applied: bool,
+    #[serde(default)]
+    pub cpu_limit_note: Option<String>,
+    /// Sidecar memory limit in bytes, when one was set.
+    #[serde(default)]
+    pub sidecar_memory_bytes: Option<u64>,
+    /// Access-log mode: "off", "buffered", "sync"; absent when there is no sidecar.
+    #[serde(default)]
+    pub access_log: Option<String>,
+    /// Target rate in requests/s (open loop).
+    #[serde(default)]
+    pub rate: Option<f64>,
+    pub connections: u32,
+}
+
+/// Latency percentiles of one histogram, in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub min_us: f64,
+    pub mean_us: f64,
+    pub stdev_us: f64,
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub p9999_us: f64,
+    pub max_us: f64,
+}
+
+impl Percentiles {
+    /// The percentiles of a histogram of µs (zeros when it is empty): the one place that
+    /// turns histograms into these numbers.
+    pub fn of(h: &hdrhistogram::Histogram<u64>) -> Percentiles {
+        if h.is_empty() {
+            return Percentiles::default();
+        }
+        let q = |q: f64| h.value_at_quantile(q) as f64;
+        Percentiles {
+            count: h.len(),
+            min_us: h.min_nz() as f64,
+            mean_us: h.mean(),
+            stdev_us: h.stdev(),
+            p50_us: q(0.50),
+            p90_us: q(0.90),
+            p99_us: q(0.99),
+            p999_us: q(0.999),
+            p9999_us: q(0.9999),
+            max_us: h.max() as f64,
+        }
+    }
+
+    /// Look a statistic up by its conventional name (see [`LATENCY_STATS`]; `p999` and
+    /// `p9999` are accepted for `p99.9` and `p99.99`).
+    pub fn get(&self, name: &str) -> Option<f64> {
+        Some(match name {
+            "p50" => self.p50_us,
+            "p90" => self.p90_us,
+            "p99" => self.p99_us,
+            "p99.9" | "p999" => self.p999_us,
+            "p99.99" | "p9999" => self.p9999_us,
+            "max" => self.max_us,
+            "min" => self.min_us,
+            "mean" => self.mean_us,
+            _ => return None,
+        })
+    }
+}
+
+/// Corrected (from intended send time) and uncorrected (service time) latency.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    pub corrected: Percentiles,
+    pub uncorrected: Percentiles,
+}
+
+/// Failures by class. Failures never stop a run; they are counted here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorCounts {
+    pub connect_refused: u64,
+    pub connect_timeout: u64,
+    /// TLS handshake failures, including a missing or untrusted client certificate that
+    /// TLS 1.3 reports on first I/O, and a server identity that did not match.
+    pub tls: u64,
+    pub request_timeout: u64,
+    pub connection_reset: u64,
+    pub http_4xx: u64,
+    pub http_5xx: u64,
+    /// Anything else (protocol errors, unexpected EOF, ...).
+    pub other: u64,
+}
+
+impl ErrorCounts {
+    pub fn total(&self) -> u64 {
+        self.by_class()
+            .iter()
+            .fold(0u64, |sum, (_, n)| sum.saturating_add(*n))
+    }
+
+    /// (class name, count) pairs in a fixed order, for printers and charts.
+    pub fn by_class(&self) -> [(&'static str, u64); 8] {
+        [
+            ("connect_refused", self.connect_refused),
+            ("connect_timeout", self.connect_timeout),
+            ("tls", self.tls),
+            ("request_timeout", self.request_timeout),
+            ("connection_reset", self.connection_reset),
+            ("http_4xx", self.http_4xx),
+            ("http_5xx", self.http_5xx),
+            ("other", self.other),
+        ]
+    }
+}
+
+/// Requests answered by one subset (the value of the subset response header).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubsetResult {
+    pub name: String,
+    pub count: u64,
+    /// Observed share of successful responses, 0..=1.
+    pub share: f64,
+    /// Expected share from the scenario's weights, 0..=1, when weights were declared.
+    #[serde(default)]
+    pub expected_share: Option<f64>,
+    pub latency: Latency,
+}
+
+/// The sidecar's cgroup `cpu.stat` over the cell (differences, not absolute counters).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuStat {
+    pub usage_usec: u64,
+    pub nr_periods: u64,
+    pub nr_throttled: u64,
+    pub throttled_usec: u64,
+}
+
+/// What the sidecar did during a cell.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SidecarStats {
+    #[serde(default)]
+    pub cpu_stat: Option<CpuStat>,
+    #[serde(default)]
+    pub memory_peak_bytes: Option<u64>,
+    #[serde(default)]
+    pub access_log_lines: Option<u64>,
+    /// Per second of the measured window: throttled time in that second (µs), from
+    /// cpu.stat sampled once a second; index 0 is the first measured second.
+    #[serde(default)]
+    pub throttled_usec_per_second: Vec<u64>,
+}
+
+/// One cell of the settings matrix: one configuration, measured once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellResult {
+    /// Stable identifier, e.g. `cpu=100m,log=off`; unique within a run.
+    pub id: String,
+    pub settings: CellSettings,
+    pub mode: LoadMode,
+    /// "http1" or "http2" as negotiated / configured.
+    pub protocol: String,
+    /// Length of the measured window (warmup excluded), seconds.
+    pub duration_s: f64,
+    /// Requests whose outcome is known in the measured window (successes and failures).
+    pub requests: u64,
+    /// Requests answered with a non-error status.
+    pub ok: u64,
+    /// Completed requests per second over the measured window.
+    pub achieved_rate: f64,
+    pub errors: ErrorCounts,
+    /// Counts by status class ("2xx", "3xx", "4xx", "5xx").
+    #[serde(default)]
+    pub status_classes: BTreeMap<String, u64>,
+    /// Latency of every response of each status class ("2xx", "5xx", ...): a fast 503
+    /// and a slow 200 are told apart here, while `latency` holds successful responses only.
+    #[serde(default)]
+    pub status_latency: BTreeMap<String, Latency>,
+    pub latency: Latency,
+    #[serde(default)]
+    pub subsets: Vec<SubsetResult>,
+    /// File name (relative to the run directory) of this cell's interval log.
+    #[serde(default)]
+    pub hlog: Option<String>,
+    #[serde(default)]
+    pub sidecar: Option<SidecarStats>,
+    #[serde(default)]
+    pub checks: Vec<CheckResult>,
+    /// True when this cell was cut short by an interrupt.
+    #[serde(default)]
+    pub interrupted: bool,
+}
+
+/// Outcome of a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckStatus {
+    Passed,
+    Failed,
+    /// Not run, with the reason in the summary. Never used to hide a failure.
+    Skipped,
+}
+
+/// A pass/fail check carried in run.json (canary split, STRICT mTLS, ...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckResult {
+    /// Machine name, e.g. `canary_split`, `strict_mtls`.
+    pub name: String,
+    pub status: CheckStatus,
+    /// One human sentence with the figures that decided it.
+    pub summary: String,
+    /// Structured evidence (observed counts, p-value, confidence, ...).
+    #[serde(default)]
+    pub details: serde_json::Value,
+}

@@ -1,0 +1,157 @@
+//! Service-level objectives: `p99<50ms`, `p99.9<=1.5s`, `errors<0.1%`, `rate>=190/s`.
+//!
+//! Scenarios declare them (`slo = [...]`, checked by `loadgen validate` with their
+//! position), run.json carries them as written, and `report gate` evaluates them (and its
+//! `--slo` flags) with this one grammar. Latency thresholds take every duration form of
+//! [`crate::units::Dur`] (`1m`, `1m30s`, `250ms`, `800us`).
+
+use crate::run::LATENCY_STATS;
+use crate::units::Dur;
+
+/// A comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl Op {
+    pub fn holds(self, v: f64, t: f64) -> bool {
+        match self {
+            Op::Lt => v < t,
+            Op::Le => v <= t,
+            Op::Gt => v > t,
+            Op::Ge => v >= t,
+        }
+    }
+}
+
+/// What an SLO measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SloMetric {
+    /// A corrected-latency statistic by name (see [`LATENCY_STATS`]); threshold in µs.
+    Latency(&'static str),
+    /// Failed requests / requests; threshold as a fraction.
+    Errors,
+    /// Achieved requests per second.
+    Rate,
+}
+
+/// One parsed objective.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slo {
+    /// As written (trimmed).
+    pub expr: String,
+    pub metric: SloMetric,
+    pub op: Op,
+    pub threshold: f64,
+}
+
+/// An expression that is not an SLO; the message says what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("SLO '{expr}': {msg}")]
+pub struct SloError {
+    pub expr: String,
+    pub msg: String,
+}
+
+impl Slo {
+    pub fn parse(expr: &str) -> Result<Slo, SloError> {
+        let err = |msg: String| SloError {
+            expr: expr.to_string(),
+            msg,
+        };
+        let e = expr.trim();
+        let pos = e
+            .find(['<', '>'])
+            .ok_or_else(|| err("expected METRIC<VALUE or METRIC>VALUE, e.g. p99<50ms".into()))?;
+        let (name, rest) = e.split_at(pos);
+        let (op, value) = if let Some(v) = rest.strip_prefix("<=") {
+            (Op::Le, v)
+        } else if let Some(v) = rest.strip_prefix(">=") {
+            (Op::Ge, v)
+        } else if let Some(v) = rest.strip_prefix('<') {
+            (Op::Lt, v)
+        } else {
+            (Op::Gt, &rest[1..])
+        };
+        let (name, value) = (name.trim(), value.trim());
+        let (metric, threshold) = if let Some(&p) = LATENCY_STATS.iter().find(|&&p| p == name) {
+            let d = Dur::parse(value).map_err(|_| {
+                err(format!(
+                    "'{value}' is not a duration with a unit (e.g. 800us, 50ms, 1.5s, 1m)"
+                ))
+            })?;
+            (SloMetric::Latency(p), d.as_us())
+        } else if name == "errors" {
+            let pct = value
+                .strip_suffix('%')
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|v| v.is_finite() && (0.0..=100.0).contains(v))
+                .ok_or_else(|| err("give errors as a percentage, e.g. errors<0.1%".into()))?;
+            (SloMetric::Errors, pct / 100.0)
+        } else if name == "rate" {
+            let v = value
+                .strip_suffix("/s")
+                .unwrap_or(value)
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .ok_or_else(|| err("give a rate in requests/s, e.g. rate>190".into()))?;
+            (SloMetric::Rate, v)
+        } else {
+            return Err(err(format!(
+                "unknown metric '{name}' (known: {}, errors, rate)",
+                LATENCY_STATS.join(", ")
+            )));
+        };
+        Ok(Slo {
+            expr: e.to_string(),
+            metric,
+            op,
+            threshold,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slo_expressions_parse() {
+        let s = Slo::parse("p99<50ms").unwrap();
+        assert_eq!(s.metric, SloMetric::Latency("p99"));
+        assert_eq!((s.op, s.threshold), (Op::Lt, 50_000.0));
+        let s = Slo::parse(" p99.9 <= 1.5s ").unwrap();
+        assert_eq!(
+            (s.op, s.threshold, s.expr.as_str()),
+            (Op::Le, 1_500_000.0, "p99.9 <= 1.5s")
+        );
+        assert_eq!(Slo::parse("max<1m30s").unwrap().threshold, 90e6);
+        assert_eq!(Slo::parse("p50<800us").unwrap().threshold, 800.0);
+        let s = Slo::parse("errors<0.1%").unwrap();
+        assert!((s.threshold - 0.001).abs() < 1e-12);
+        let s = Slo::parse("rate>=190/s").unwrap();
+        assert_eq!(
+            (s.metric, s.op, s.threshold),
+            (SloMetric::Rate, Op::Ge, 190.0)
+        );
+        for bad in [
+            "p99<50",
+            "p98<5ms",
+            "errors<0.1",
+            "p99",
+            "rate>fast",
+            "p99<-3ms",
+            "p99<fast",
+            "errors<200%",
+        ] {
+            let e = Slo::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(bad), "{e}");
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! The embedded mesh, the system under test, tested as a system:
+//!
+//! - `sidecar_in_process`: the sidecar in-process: STRICT mTLS (plaintext, certificate-less and
+//!   foreign-CA clients refused), 90/10 routing within the statistical bound over HTTP/1.1
+//!   and HTTP/2, Envoy access-log lines (off / buffered / sync), 503 UF;
+//! - `mesh_up`: `Mesh::up` / `down` with the built loadgen binary as its apps and sidecar:
+//!   the sidecar in its cgroup with the cell's quota, and nothing left behind after
+//!   `down`, a drop, or a run without CPU limits.
+
+mod mesh_up;
+mod sidecar_in_process;
