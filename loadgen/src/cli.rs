@@ -208,7 +208,7 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<u8> {
         };
         let mut ui = crate::output::Live::new(!args.json);
         let mut on_event = |e: crate::run::Event<'_>| ui.event(e);
-        let out = crate::target::run(&plan, &targets, opts, &mut on_event).await;
+        let out = crate::run::run(&plan, &targets, opts, &mut on_event).await;
         ui.finish();
         Ok::<_, anyhow::Error>(out?)
     })?;

@@ -1,11 +1,12 @@
-//! The run loop: for each cell of the plan, ask the [`CellTarget`] where to send load
+//! The run loop: [`run`] picks the target the plan names; for each cell of the plan,
+//! [`run_plan`] asks the [`CellTarget`] where to send load
 //! (bringing up whatever the cell needs), run the engine, build the [`CellResult`], let the
 //! target add what it observed, and write `run.json` (after every cell, atomically, so an
 //! interrupted run keeps what it measured).
 
 use crate::engine::{self, CellLoad, EngineError, HlogSpec, Progress, Target};
-use crate::plan::{CellPlan, Plan, TlsPlan};
-use crate::target::CellTarget;
+use crate::plan::{CellPlan, Plan, TargetKind, TlsPlan};
+use crate::target::{self, CellTarget, TargetOptions};
 use meshbench_schema::{
     CellResult, HostFacts, RunResult, SubsetResult, ToolInfo, RUN_FILE, RUN_SCHEMA_VERSION,
 };
@@ -98,6 +99,35 @@ pub fn host_facts() -> HostFacts {
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
         cpu_model,
         cgroup_version,
+    }
+}
+
+/// Run every cell of `plan` against the target its [`TargetKind`] names.
+pub async fn run(
+    plan: &Plan,
+    targets: &TargetOptions,
+    opts: RunOptions,
+    on_event: &mut (dyn FnMut(Event<'_>) + Send),
+) -> Result<RunOutput, RunError> {
+    match &plan.target {
+        TargetKind::Url { .. } => {
+            let mut t = target::checked::Checked::new(target::url::UrlTarget);
+            run_plan(plan, &mut t, opts, on_event).await
+        }
+        TargetKind::App(_) => {
+            run_plan(plan, &mut target::app::AppTarget::default(), opts, on_event).await
+        }
+        TargetKind::Mesh(_) => {
+            let exe = match &targets.exe {
+                Some(e) => e.clone(),
+                None => std::env::current_exe().map_err(|source| RunError::Io {
+                    path: PathBuf::from("/proc/self/exe"),
+                    source,
+                })?,
+            };
+            let mut t = target::mesh::MeshTarget::new(opts.dir.clone(), exe, targets.no_cpu_limits);
+            run_plan(plan, &mut t, opts, on_event).await
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 //! their arithmetic separate from their sampling.
 //!
 //! `unsafe_code` is denied, not forbidden, in the library: the one exception is pushing an
-//! io_uring submission (`checks::io::push_rw`, `#[allow(unsafe_code)]` with its SAFETY
+//! io_uring submission (`checks::io::uring::push_rw`, `#[allow(unsafe_code)]` with its SAFETY
 //! argument). The binary still forbids it.
 #![deny(unsafe_code)]
 

@@ -143,6 +143,13 @@ fn trim_float(v: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
+/// Add the canary-split check to a cell's result, when the plan declares weights.
+pub fn add_to_cell(checks: Option<&ChecksSpec>, result: &mut CellResult) {
+    if let Some(check) = checks.and_then(|c| check_cell(c, result)) {
+        result.checks.push(check);
+    }
+}
+
 /// The canary-split check of one cell from its per-subset counts; also fills the
 /// subsets' expected shares. `None` when the plan declares no weights.
 pub fn check_cell(checks: &ChecksSpec, result: &mut CellResult) -> Option<CheckResult> {

@@ -79,11 +79,7 @@ impl<T: CellTarget> CellTarget for Checked<T> {
         result: &mut CellResult,
     ) -> Result<(), BoxError> {
         self.inner.finish(plan, cell, result).await?;
-        if let Some(c) = plan.checks.as_ref() {
-            if let Some(check) = crate::checks::canary::check_cell(c, result) {
-                result.checks.push(check);
-            }
-        }
+        crate::checks::canary::add_to_cell(plan.checks.as_ref(), result);
         Ok(())
     }
 

@@ -147,11 +147,7 @@ impl CellTarget for MeshTarget {
             };
             result.sidecar = Some(stats);
         }
-        if let Some(c) = plan.checks.as_ref() {
-            if let Some(check) = crate::checks::canary::check_cell(c, result) {
-                result.checks.push(check);
-            }
-        }
+        crate::checks::canary::add_to_cell(plan.checks.as_ref(), result);
         Ok(())
     }
 

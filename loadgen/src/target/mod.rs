@@ -6,9 +6,9 @@
 //! - [`mesh`]: the embedded mesh, a fresh one per cell (apps + sidecar under the cell's
 //!   CPU quota), its sidecar measured, its checks run.
 //!
-//! [`run`] picks the target from the plan's [`TargetKind`] and runs the plan against it.
-//! A new kind of target is a new module here with a `CellTarget` impl and a `TargetKind`
-//! variant in the plan.
+//! `crate::run::run` picks the target from the plan's `TargetKind` and runs the plan
+//! against it. A new kind of target is a new module here with a `CellTarget` impl, a
+//! `TargetKind` variant in the plan and an arm in `run::run`.
 
 pub mod app;
 pub mod checked;
@@ -16,8 +16,7 @@ pub mod mesh;
 pub mod url;
 
 use crate::engine::ResolvedTarget;
-use crate::plan::{CellPlan, Plan, TargetKind};
-use crate::run::{Event, RunError, RunOptions, RunOutput};
+use crate::plan::{CellPlan, Plan};
 use meshbench_schema::{CellResult, RunResult};
 use std::path::PathBuf;
 
@@ -54,33 +53,4 @@ pub struct TargetOptions {
     /// The binary that provides the embedded mesh's `mesh-app` and `mesh-sidecar` roles
     /// (default: this executable).
     pub exe: Option<PathBuf>,
-}
-
-/// Run every cell of `plan` against the target its [`TargetKind`] names.
-pub async fn run(
-    plan: &Plan,
-    targets: &TargetOptions,
-    opts: RunOptions,
-    on_event: &mut (dyn FnMut(Event<'_>) + Send),
-) -> Result<RunOutput, RunError> {
-    match &plan.target {
-        TargetKind::Url { .. } => {
-            let mut t = checked::Checked::new(url::UrlTarget);
-            crate::run::run_plan(plan, &mut t, opts, on_event).await
-        }
-        TargetKind::App(_) => {
-            crate::run::run_plan(plan, &mut app::AppTarget::default(), opts, on_event).await
-        }
-        TargetKind::Mesh(_) => {
-            let exe = match &targets.exe {
-                Some(e) => e.clone(),
-                None => std::env::current_exe().map_err(|source| RunError::Io {
-                    path: PathBuf::from("/proc/self/exe"),
-                    source,
-                })?,
-            };
-            let mut t = mesh::MeshTarget::new(opts.dir.clone(), exe, targets.no_cpu_limits);
-            crate::run::run_plan(plan, &mut t, opts, on_event).await
-        }
-    }
 }

@@ -93,7 +93,7 @@ pub async fn run_text(dir: &Path, text: &str) -> RunOutput {
         dir: dir.join("out"),
         stop,
     };
-    let run = loadgen::target::run(&plan, &TargetOptions::default(), opts, &mut |_| {})
+    let run = loadgen::run::run(&plan, &TargetOptions::default(), opts, &mut |_| {})
         .await
         .unwrap();
     // run.json on disk holds what was returned.
