@@ -75,6 +75,10 @@ pub struct RunArgs {
     /// do it later).
     #[arg(long)]
     pub no_report: bool,
+    /// Use --out even when it holds another run's results (they are removed first) or is
+    /// a symbolic link.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -193,10 +197,8 @@ fn watch_signals(stop: watch::Sender<bool>) -> anyhow::Result<()> {
 fn run_cmd(args: RunArgs) -> anyhow::Result<u8> {
     let plan = Plan::load(&args.scenario, &args.sets)?;
     crate::target::mesh::check_cgroups(&plan, args.no_cpu_limits).map_err(anyhow::Error::msg)?;
-    let dir = args
-        .out
-        .clone()
-        .unwrap_or_else(|| crate::run::default_run_dir(&plan.name, std::time::SystemTime::now()));
+    let default = crate::run::default_run_dir(&plan.name, std::time::SystemTime::now());
+    let dir = crate::run::create_run_dir(args.out.as_deref(), &default, args.force)?;
     let rt = runtime(plan.load.threads)?;
     let out = rt.block_on(async {
         let (stop_tx, stop) = watch::channel(false);

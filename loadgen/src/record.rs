@@ -104,14 +104,35 @@ pub enum Outcome {
     Failed { class: ErrorClass, message: String },
 }
 
+/// The status class of a response; anything outside 100..=599 (a server may send 999)
+/// is `other`, and counted as an `other` error, not as a 5xx.
 fn status_class(status: u16) -> &'static str {
     match status {
         100..=199 => "1xx",
         200..=299 => "2xx",
         300..=399 => "3xx",
         400..=499 => "4xx",
-        _ => "5xx",
+        500..=599 => "5xx",
+        _ => "other",
     }
+}
+
+/// A message with every run of digits replaced by `#`: what makes two failures alike.
+fn error_shape(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut in_digits = false;
+    for c in message.chars() {
+        if c.is_ascii_digit() {
+            if !in_digits {
+                out.push('#');
+            }
+            in_digits = true;
+        } else {
+            out.push(c);
+            in_digits = false;
+        }
+    }
+    out
 }
 
 /// One worker's recording (also used for the merged cell totals).
@@ -177,7 +198,14 @@ impl Recorder {
                 let e = self.by_class.entry(class).or_default();
                 e.0 += 1;
                 e.1.record(corrected, uncorrected);
-                if status >= 500 {
+                if !(100..=599).contains(&status) {
+                    self.errors.other += 1;
+                    self.interval_errors += 1;
+                    self.sample_error(
+                        "other",
+                        format!("HTTP status {status} is not an HTTP status"),
+                    );
+                } else if status >= 500 {
                     self.errors.http_5xx += 1;
                     self.interval_errors += 1;
                 } else if status >= 400 {
@@ -217,9 +245,23 @@ impl Recorder {
         }
     }
 
+    /// Keep `message` as an example of its class unless one like it is kept already:
+    /// messages that differ only in numbers (ports, counts, addresses) are alike, so they
+    /// do not crowd out other kinds of failure; at most [`MAX_ERROR_SAMPLES`] in all and
+    /// half of them per class.
     fn sample_error(&mut self, class: &str, message: String) {
+        let shape = error_shape(&message);
+        let same_class = self
+            .error_samples
+            .iter()
+            .filter(|(c, _)| c == class)
+            .count();
         if self.error_samples.len() < MAX_ERROR_SAMPLES
-            && !self.error_samples.iter().any(|(_, m)| *m == message)
+            && same_class < MAX_ERROR_SAMPLES / 2
+            && !self
+                .error_samples
+                .iter()
+                .any(|(c, m)| c == class && error_shape(m) == shape)
         {
             self.error_samples.push((class.to_string(), message));
         }
@@ -351,6 +393,44 @@ mod tests {
         assert_eq!(a.subsets["v1"].corrected.len(), 100);
         let p = percentiles(&a.total.corrected);
         assert!((p.p50_us - 50_000.0).abs() / 50_000.0 < 0.01, "{p:?}");
+    }
+
+    #[test]
+    fn odd_statuses_and_alike_errors() {
+        let t0 = Instant::now();
+        let mut r = Recorder::default();
+        let resp = |status| Outcome::Response {
+            status,
+            subset: None,
+        };
+        r.record(t0, t0, t0, resp(999));
+        r.record(t0, t0, t0, resp(503));
+        assert_eq!((r.errors.other, r.errors.http_5xx, r.ok), (1, 1, 0));
+        assert_eq!(r.by_class["other"].0, 1);
+        // twenty resets that differ only in the port, then one TLS failure: the TLS one is
+        // still kept as an example
+        for port in 0..20 {
+            r.record(
+                t0,
+                t0,
+                t0,
+                Outcome::Failed {
+                    class: ErrorClass::ConnectionReset,
+                    message: format!("connect to 127.0.0.1:{}: reset", 40000 + port),
+                },
+            );
+        }
+        r.record(
+            t0,
+            t0,
+            t0,
+            Outcome::Failed {
+                class: ErrorClass::Tls,
+                message: "TLS handshake: bad certificate".into(),
+            },
+        );
+        let classes: Vec<&str> = r.error_samples.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(classes, ["other", "connection_reset", "tls"]);
     }
 
     #[test]

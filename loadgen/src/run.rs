@@ -32,6 +32,8 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{path}: {msg}")]
+    Dir { path: PathBuf, msg: String },
 }
 
 /// What the run loop tells its caller (the CLI renders it; the engine never prints).
@@ -62,9 +64,147 @@ pub struct RunOutput {
     pub result: RunResult,
 }
 
-/// `results/<scenario>-<UTC timestamp>/`, the run directory when `--out` is not given.
+/// `results/<scenario>-<UTC timestamp>/`, the run directory when `--out` is not given
+/// (see [`create_run_dir`] for what happens when it exists).
 pub fn default_run_dir(name: &str, at: SystemTime) -> PathBuf {
     PathBuf::from("results").join(format!("{name}-{}", compact_utc(at)))
+}
+
+/// Files and directories a run writes into its directory.
+const RUN_ARTIFACTS: [&str; 5] = [RUN_FILE, "report.html", "summary.md", "plots", "mesh"];
+
+fn dir_err(path: &Path, msg: impl Into<String>) -> RunError {
+    RunError::Dir {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    }
+}
+
+/// Make the run directory, so that no two runs ever share one.
+///
+/// - `out: None`: `default` is created exclusively (`mkdir`, never reused); when it
+///   exists (another run started in the same second), `-2`, `-3`, ... are tried.
+/// - `out: Some(dir)`: created when missing. An existing one that holds another run's
+///   results (its run.json or cell logs) or that is a symbolic link is refused unless
+///   `force`; with `force` the old run's files (run.json, logs, report, plots, mesh) are
+///   removed first, so its results cannot mix with the new ones.
+///
+/// Temp files left by a killed loadgen (`.NAME.<pid>.tmp` of a pid that no longer runs)
+/// are removed either way.
+pub fn create_run_dir(
+    out: Option<&Path>,
+    default: &Path,
+    force: bool,
+) -> Result<PathBuf, RunError> {
+    let dir = match out {
+        None => {
+            if let Some(parent) = default.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|e| dir_err(parent, e.to_string()))?;
+            }
+            let mut n = 1;
+            loop {
+                let candidate = if n == 1 {
+                    default.to_path_buf()
+                } else {
+                    let name = default.file_name().unwrap_or_default().to_string_lossy();
+                    default.with_file_name(format!("{name}-{n}"))
+                };
+                match std::fs::create_dir(&candidate) {
+                    Ok(()) => break candidate,
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
+                    Err(e) => return Err(dir_err(&candidate, e.to_string())),
+                }
+            }
+        }
+        Some(dir) => {
+            match std::fs::symlink_metadata(dir) {
+                Ok(m) if m.file_type().is_symlink() && !force => {
+                    return Err(dir_err(
+                        dir,
+                        "--out is a symbolic link; pass --force to write through it",
+                    ))
+                }
+                Ok(m) if !m.is_dir() && !m.file_type().is_symlink() => {
+                    return Err(dir_err(dir, "--out exists and is not a directory"))
+                }
+                Ok(_) => {
+                    // a run's own marks: its run.json (written before its first cell) and
+                    // its interval logs
+                    let found: Vec<&str> = [RUN_FILE]
+                        .into_iter()
+                        .filter(|a| dir.join(a).symlink_metadata().is_ok())
+                        .chain(has_cell_logs(dir).then_some("cell-N.hlog"))
+                        .collect();
+                    if !found.is_empty() {
+                        if !force {
+                            return Err(dir_err(
+                                dir,
+                                format!("--out holds another run's results ({}); pass --force to replace them, or choose another directory", found.join(", ")),
+                            ));
+                        }
+                        remove_run_artifacts(dir)?;
+                    }
+                }
+                Err(_) => std::fs::create_dir_all(dir).map_err(|e| dir_err(dir, e.to_string()))?,
+            }
+            dir.to_path_buf()
+        }
+    };
+    remove_stale_temp_files(&dir);
+    Ok(dir)
+}
+
+fn has_cell_logs(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|rd| {
+        rd.flatten().any(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.starts_with("cell-") && n.ends_with(".hlog")
+        })
+    })
+}
+
+fn remove_run_artifacts(dir: &Path) -> Result<(), RunError> {
+    let rd = std::fs::read_dir(dir).map_err(|e| dir_err(dir, e.to_string()))?;
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let ours = RUN_ARTIFACTS.contains(&name.as_str())
+            || (name.starts_with("cell-") && name.ends_with(".hlog"));
+        if !ours {
+            continue;
+        }
+        let p = e.path();
+        let r = match e.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&p),
+            _ => std::fs::remove_file(&p),
+        };
+        r.map_err(|err| dir_err(&p, format!("cannot remove the old run's file: {err}")))?;
+    }
+    Ok(())
+}
+
+/// Remove `.NAME.<pid>.tmp` files (interval logs and run.json being written) of processes
+/// that no longer run: what a SIGKILLed loadgen leaves.
+pub fn remove_stale_temp_files(dir: &Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return removed;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix('.')
+            .and_then(|n| n.strip_suffix(".tmp"))
+            .and_then(|n| n.rsplit('.').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
+        if !alive && std::fs::remove_file(e.path()).is_ok() {
+            removed.push(e.path());
+        }
+    }
+    removed
 }
 
 /// `20261127T215500Z` from a time.
@@ -144,6 +284,7 @@ pub async fn run_plan<T: CellTarget>(
         path: dir.clone(),
         source,
     })?;
+    remove_stale_temp_files(&dir);
     let mut warnings = Vec::new();
     if plan.url_tls().is_some_and(|t| t.insecure_skip_verify) {
         warnings.push(
@@ -165,8 +306,18 @@ pub async fn run_plan<T: CellTarget>(
         warnings,
         cells: vec![],
         checks: vec![],
+        planned_cells: plan.cells.iter().map(|c| c.id.clone()).collect(),
+        planned_checks: plan
+            .checks
+            .as_ref()
+            .filter(|c| c.strict_mtls)
+            .map(|_| vec![crate::checks::STRICT_MTLS.to_string()])
+            .unwrap_or_default(),
     };
     let run_file = dir.join(RUN_FILE);
+    // First written before any cell: a run killed half-way is recognisable (no
+    // finished_at, cells missing from planned_cells).
+    meshbench_schema::write_json_atomic(&run_file, &run)?;
     let mut tls_cache: Option<(TlsPlan, Arc<rustls::ClientConfig>)> = None;
     let mut result = Ok(());
     for cell in &plan.cells {

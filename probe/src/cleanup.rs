@@ -1,7 +1,7 @@
 //! Temporary files that are always removed: on drop, on error, and on SIGINT/SIGTERM.
 //!
-//! Signals are handled without `unsafe`: [`install_signal_thread`] blocks SIGINT and SIGTERM
-//! in the calling thread (call it first thing in `main`, so every thread spawned later
+//! Signals are handled without `unsafe`: [`install_signal_thread`] blocks SIGINT, SIGTERM,
+//! SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 in the calling thread (call it first thing in `main`, so every thread spawned later
 //! inherits the mask) and starts a thread that waits for them with `sigwait`. On a signal
 //! it removes every registered temporary file and exits with status 130.
 
@@ -72,13 +72,45 @@ impl Drop for TempFile {
     }
 }
 
-/// Block SIGINT/SIGTERM here and handle them on a dedicated thread: remove temporary files,
-/// say so on stderr, exit 130.
+/// The signals whose default action would end probe without removing its files.
+const SIGNALS: [nix::sys::signal::Signal; 6] = {
+    use nix::sys::signal::Signal::*;
+    [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2]
+};
+
+/// Remove `.probe-io-<pid>-*.tmp` files in `dir` left by a probe that no longer runs (a
+/// SIGKILL leaves them; nothing else does). Returns what was removed.
+pub fn remove_stale(dir: &Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return removed;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(".probe-io-")
+            .filter(|n| n.ends_with(".tmp"))
+            .and_then(|n| n.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
+        if !alive && std::fs::remove_file(e.path()).is_ok() {
+            removed.push(e.path());
+        }
+    }
+    removed
+}
+
+/// Block SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 here and handle them on a
+/// dedicated thread: remove temporary files, say so on stderr, exit 130.
 pub fn install_signal_thread() -> io::Result<()> {
-    use nix::sys::signal::{SigSet, Signal};
+    use nix::sys::signal::SigSet;
     let mut set = SigSet::empty();
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGTERM);
+    for sig in SIGNALS {
+        set.add(sig);
+    }
     set.thread_block().map_err(io::Error::from)?;
     std::thread::Builder::new()
         .name("probe-signals".into())
@@ -97,6 +129,22 @@ pub fn install_signal_thread() -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_of_dead_probes_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        // pid_max is at most 2^22: this pid never runs
+        let dead = dir.path().join(".probe-io-999999999-wal.tmp");
+        let mine = dir
+            .path()
+            .join(format!(".probe-io-{}-wal.tmp", std::process::id()));
+        let other = dir.path().join("data.tmp");
+        for p in [&dead, &mine, &other] {
+            std::fs::write(p, "x").unwrap();
+        }
+        assert_eq!(remove_stale(dir.path()), vec![dead.clone()]);
+        assert!(!dead.exists() && mine.exists() && other.exists());
+    }
 
     #[test]
     fn temp_file_is_removed_on_drop_and_by_the_pending_sweep() {

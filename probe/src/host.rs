@@ -3,10 +3,43 @@
 //! Every read of probe goes through a [`Host`], so every check runs on a fixture tree as well
 //! as on the live host (`root == "/"`). Paths given to a `Host` are absolute host paths
 //! (`/proc/stat`); they are looked up under the root. Symbolic links are resolved
-//! lexically *inside* the root, so a fixture's links (relative or absolute) never escape it.
+//! lexically *inside* the root ([`Host::canonical`]) before anything is opened, and the
+//! file is then opened without following links, so a tree's links (relative or absolute)
+//! never reach a file outside it. Only regular files are read (a FIFO would block), at
+//! most [`MAX_READ`] bytes (a gzip file: at most [`MAX_GUNZIP`] decompressed), and text
+//! from a file is shown only as a bounded, escaped [`excerpt`].
 
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
+
+/// Most bytes read from one file under the root.
+pub const MAX_READ: u64 = 4 << 20;
+/// Most bytes a gzip file (/proc/config.gz) may decompress to.
+pub const MAX_GUNZIP: u64 = 16 << 20;
+/// Longest excerpt of a file's text shown in a finding or error.
+pub const MAX_EXCERPT: usize = 120;
+
+/// `text` as a file's excerpt may be shown: see [`bounded`], at most [`MAX_EXCERPT`].
+pub fn excerpt(text: &str) -> String {
+    bounded(text, MAX_EXCERPT)
+}
+
+/// `text` with control characters escaped, at most `max` characters (cut with `…`).
+pub fn bounded(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (n, c) in text.chars().enumerate() {
+        if n == max {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
 
 /// An error reading a file under the probe root. Always names the host path.
 #[derive(Debug, thiserror::Error)]
@@ -22,12 +55,12 @@ pub enum HostError {
 }
 
 impl HostError {
-    /// A parse error; the message is folded onto one line.
+    /// A parse error; the message is folded onto one line and bounded.
     pub fn parse(path: &str, msg: impl Into<String>) -> Self {
         let msg: String = msg.into();
         HostError::Parse {
             path: path.to_string(),
-            msg: msg.split_whitespace().collect::<Vec<_>>().join(" "),
+            msg: excerpt(&msg.split_whitespace().collect::<Vec<_>>().join(" ")),
         }
     }
 }
@@ -78,9 +111,52 @@ impl Host {
         }
     }
 
-    /// Whole file as bytes.
+    /// The real path of `host_path` with every symlink resolved inside the root; with
+    /// `follow_last = false` the last component itself is not resolved (to read a link).
+    fn real(&self, host_path: &str, follow_last: bool) -> Result<PathBuf, HostError> {
+        // errors name the path asked for, not the component that was missing
+        let named = |e: HostError| match e {
+            HostError::Io { source, .. } => Self::io_err(host_path, source),
+            other => other,
+        };
+        if follow_last {
+            return Ok(self.path(&self.canonical(host_path).map_err(named)?));
+        }
+        let name = base(host_path);
+        let dir = match parent(host_path) {
+            Some(p) => self.canonical(p).map_err(named)?,
+            None => "/".to_string(),
+        };
+        Ok(self.path(&dir).join(name))
+    }
+
+    /// Whole file as bytes: a regular file inside the root, at most [`MAX_READ`] bytes.
     pub fn read_bytes(&self, host_path: &str) -> Result<Vec<u8>, HostError> {
-        std::fs::read(self.path(host_path)).map_err(|e| Self::io_err(host_path, e))
+        use std::os::unix::fs::OpenOptionsExt;
+        let real = self.real(host_path, true)?;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&real)
+            .map_err(|e| Self::io_err(host_path, e))?;
+        let meta = f.metadata().map_err(|e| Self::io_err(host_path, e))?;
+        if !meta.is_file() {
+            return Err(HostError::parse(
+                host_path,
+                "not a regular file (a FIFO, device or directory is not read)",
+            ));
+        }
+        let mut buf = Vec::new();
+        f.take(MAX_READ + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| Self::io_err(host_path, e))?;
+        if buf.len() as u64 > MAX_READ {
+            return Err(HostError::parse(
+                host_path,
+                format!("larger than the {MAX_READ} bytes probe reads"),
+            ));
+        }
+        Ok(buf)
     }
 
     /// Whole file as text.
@@ -97,18 +173,29 @@ impl Host {
     /// A file holding one number.
     pub fn read_u64(&self, host_path: &str) -> Result<u64, HostError> {
         let text = self.read_trim(host_path)?;
-        text.parse()
-            .map_err(|_| HostError::parse(host_path, format!("expected a number, found {text:?}")))
+        text.parse().map_err(|_| {
+            HostError::parse(
+                host_path,
+                format!("expected a number, found {:?}", excerpt(&text)),
+            )
+        })
     }
 
     /// A gzip-compressed file (e.g. /proc/config.gz), decompressed.
     pub fn read_gz(&self, host_path: &str) -> Result<String, HostError> {
         let bytes = self.read_bytes(host_path)?;
-        let mut out = String::new();
+        let mut out = Vec::new();
         flate2::read::GzDecoder::new(&bytes[..])
-            .read_to_string(&mut out)
-            .map_err(|e| HostError::parse(host_path, format!("not gzip text: {e}")))?;
-        Ok(out)
+            .take(MAX_GUNZIP + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| HostError::parse(host_path, format!("not gzip: {e}")))?;
+        if out.len() as u64 > MAX_GUNZIP {
+            return Err(HostError::parse(
+                host_path,
+                format!("decompresses to more than the {MAX_GUNZIP} bytes probe reads"),
+            ));
+        }
+        String::from_utf8(out).map_err(|_| HostError::parse(host_path, "not UTF-8 text"))
     }
 
     /// Parse a /proc file with procfs-core.
@@ -118,12 +205,14 @@ impl Host {
     }
 
     pub fn exists(&self, host_path: &str) -> bool {
-        std::fs::symlink_metadata(self.path(host_path)).is_ok()
+        self.real(host_path, false)
+            .is_ok_and(|p| std::fs::symlink_metadata(p).is_ok())
     }
 
     /// Entry names of a directory, sorted.
     pub fn list_dir(&self, host_path: &str) -> Result<Vec<String>, HostError> {
-        let rd = std::fs::read_dir(self.path(host_path)).map_err(|e| Self::io_err(host_path, e))?;
+        let rd = std::fs::read_dir(self.real(host_path, true)?)
+            .map_err(|e| Self::io_err(host_path, e))?;
         let mut names: Vec<String> = rd
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -135,8 +224,8 @@ impl Host {
     /// The last path component a symlink points to (e.g. the driver name of
     /// `/sys/class/net/eth0/device/driver`).
     pub fn link_name(&self, host_path: &str) -> Result<String, HostError> {
-        let target =
-            std::fs::read_link(self.path(host_path)).map_err(|e| Self::io_err(host_path, e))?;
+        let target = std::fs::read_link(self.real(host_path, false)?)
+            .map_err(|e| Self::io_err(host_path, e))?;
         target
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -254,6 +343,55 @@ mod tests {
         );
         assert!(h.canonical("/sys/dev/block/9:9").is_err());
         assert!(!h.is_live());
+    }
+
+    #[test]
+    fn reads_never_leave_the_root() {
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("shadow");
+        std::fs::write(&secret, "root:$6$secret:19000:0:99999:7:::\n").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        std::fs::create_dir_all(r.join("proc/sys/kernel")).unwrap();
+        std::fs::create_dir_all(r.join("etc")).unwrap();
+        // an absolute link, a relative link climbing out, a link to a directory outside
+        std::os::unix::fs::symlink(&secret, r.join("proc/sys/kernel/hostname")).unwrap();
+        std::os::unix::fs::symlink("../../../../../../../../../../..", r.join("proc/up")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), r.join("proc/out")).unwrap();
+        let h = Host::new(r).unwrap();
+        for p in ["/proc/sys/kernel/hostname", "/proc/out/shadow"] {
+            let e = h.read(p).unwrap_err().to_string();
+            assert!(!e.contains("secret"), "{e}");
+        }
+        let up = format!("/proc/up{}", secret.display());
+        assert!(h.read(&up).is_err());
+        assert!(h.list_dir("/proc/out").is_err());
+        // a FIFO is refused, not waited on
+        nix::unistd::mkfifo(&r.join("proc/stat"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let e = h.read("/proc/stat").unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        // an oversized file is refused; a number file's bad content is shown bounded
+        std::fs::write(r.join("proc/big"), vec![b'7'; (MAX_READ + 1) as usize]).unwrap();
+        assert!(h.read("/proc/big").is_err());
+        std::fs::write(r.join("proc/n"), format!("{}\n", "x\u{1b}".repeat(500))).unwrap();
+        let e = h.read_u64("/proc/n").unwrap_err().to_string();
+        assert!(e.len() < 400 && !e.contains('\u{1b}'), "{e}");
+    }
+
+    #[test]
+    fn a_gzip_bomb_is_cut_off() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("proc")).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![b'0'; 1 << 20];
+        for _ in 0..(MAX_GUNZIP >> 20) + 2 {
+            gz.write_all(&zeros).unwrap();
+        }
+        std::fs::write(dir.path().join("proc/config.gz"), gz.finish().unwrap()).unwrap();
+        let h = Host::new(dir.path()).unwrap();
+        let e = h.read_gz("/proc/config.gz").unwrap_err().to_string();
+        assert!(e.contains("decompresses to more than"), "{e}");
     }
 
     #[test]

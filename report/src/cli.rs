@@ -143,7 +143,8 @@ pub fn run(cli: Cli) -> Result<u8, ReportError> {
                 Some(b) => Some(load_run(b)?),
                 None => None,
             };
-            if parsed_slos.is_empty() && base.is_none() {
+            // an incomplete run is always gated: its missing cells and checks fail
+            if parsed_slos.is_empty() && base.is_none() && cur.run.incomplete().is_empty() {
                 return Err(ReportError::Usage(format!(
                     "{}: nothing to gate: give --slo or --baseline, or declare [slo] in the scenario",
                     current.display()

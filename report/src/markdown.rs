@@ -13,6 +13,16 @@ use crate::plot::Rendered;
 /// CPU limits that were not applied, cells cut short.
 pub fn notices(run: &RunResult) -> Vec<String> {
     let mut v = Vec::new();
+    let why = run.incomplete();
+    if why
+        .iter()
+        .any(|w| !w.starts_with("the run was interrupted"))
+    {
+        v.push(format!(
+            "INCOMPLETE RUN: {}. The figures below cover only what was measured.",
+            why.join("; ")
+        ));
+    }
     if run.interrupted {
         v.push(
             "The run was interrupted: the figures cover only what was measured until then."

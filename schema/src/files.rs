@@ -28,14 +28,60 @@ pub enum SchemaError {
     )]
     Version {
         path: PathBuf,
-        found: u32,
+        found: u64,
         supported: u32,
     },
+}
+
+/// Most bytes any tool reads from one input file it is given (scenario, run.json, probe
+/// report, TLS file, profile): 64 MiB. A larger file is refused, not read.
+pub const MAX_INPUT_BYTES: u64 = 64 << 20;
+
+/// Read a regular file, at most `limit` bytes. Anything else (a FIFO, a device such as
+/// /dev/zero, a directory) is refused without blocking: the file is opened with
+/// O_NONBLOCK and checked with fstat before a byte is read, so it cannot be swapped for a
+/// FIFO in between. Files that report no size (/proc) are read up to `limit` too.
+pub fn read_regular(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other(
+            "not a regular file (a FIFO, device or directory is not read)",
+        ));
+    }
+    if meta.len() > limit {
+        return Err(std::io::Error::other(format!(
+            "{} bytes is more than the {limit} this tool reads",
+            meta.len()
+        )));
+    }
+    let mut buf = Vec::with_capacity(meta.len() as usize);
+    f.take(limit + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > limit {
+        return Err(std::io::Error::other(format!(
+            "more than the {limit} bytes this tool reads"
+        )));
+    }
+    Ok(buf)
 }
 
 /// Write `bytes` to `path` atomically: a temp file in the same directory, fsync, rename.
 /// A reader never sees a half-written file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SchemaError> {
+    write_atomic_mode(path, bytes, 0o644)
+}
+
+/// [`write_atomic`] with the file's mode: the temp file is created exclusively (a planted
+/// file or symlink at its name is removed, never followed) with `mode` (0o600 for private
+/// keys), whatever existed at `path` before; the rename replaces `path` itself (a symlink
+/// there is replaced, its target untouched).
+pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), SchemaError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let io = |source| SchemaError::Io {
         path: path.to_path_buf(),
         source,
@@ -50,7 +96,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SchemaError> {
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        // a leftover of a dead process with our pid, or something planted
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        // the umask may have taken bits away, never added any: set exactly `mode`
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
@@ -77,22 +135,41 @@ fn read_versioned<T: serde::de::DeserializeOwned>(
     what: &'static str,
     supported: u32,
 ) -> Result<T, SchemaError> {
-    let bytes = std::fs::read(path).map_err(|source| SchemaError::Io {
+    let bytes = read_regular(path, MAX_INPUT_BYTES).map_err(|source| SchemaError::Io {
         path: path.to_path_buf(),
         source,
     })?;
+    parse_versioned(&bytes, path, what, supported)
+}
+
+/// Parse the bytes of a run.json (`path` names it in errors).
+pub fn parse_run(bytes: &[u8], path: &Path) -> Result<RunResult, SchemaError> {
+    parse_versioned(bytes, path, "run.json", RUN_SCHEMA_VERSION)
+}
+
+/// Parse the bytes of a probe report (`path` names it in errors).
+pub fn parse_probe(bytes: &[u8], path: &Path) -> Result<ProbeReport, SchemaError> {
+    parse_versioned(bytes, path, "probe report", PROBE_SCHEMA_VERSION)
+}
+
+fn parse_versioned<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    path: &Path,
+    what: &'static str,
+    supported: u32,
+) -> Result<T, SchemaError> {
     let parse = |source| SchemaError::Parse {
         path: path.to_path_buf(),
         what,
         source,
     };
     // Check the version before the shape, so a future file says "version" not "field".
-    let raw: serde_json::Value = serde_json::from_slice(&bytes).map_err(parse)?;
+    let raw: serde_json::Value = serde_json::from_slice(bytes).map_err(parse)?;
     let found = raw
         .get("schema_version")
         .and_then(|v| v.as_u64())
-        .unwrap_or(0) as u32;
-    if found != supported {
+        .unwrap_or(0);
+    if found != u64::from(supported) {
         return Err(SchemaError::Version {
             path: path.to_path_buf(),
             found,
@@ -164,6 +241,8 @@ mod tests {
                 interrupted: true,
             }],
             checks: vec![],
+            planned_cells: vec!["cpu=100m,log=off".into(), "cpu=500m,log=off".into()],
+            planned_checks: vec![],
         }
     }
 
@@ -176,6 +255,12 @@ mod tests {
         assert_eq!(back, run);
         assert!(!back.checks_passed());
         assert_eq!(back.cells[0].errors.total(), 1);
+        assert_eq!(back.missing_cells(), ["cpu=500m,log=off"]);
+        let why = back.incomplete().join("; ");
+        assert!(
+            why.contains("did not finish") && why.contains("1 of 2 planned cells"),
+            "{why}"
+        );
         // no temp file left beside it
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1);
@@ -191,6 +276,56 @@ mod tests {
         let err = read_run(&p).unwrap_err().to_string();
         assert!(err.contains("run.json"), "{err}");
         assert!(err.contains("schema version 99"), "{err}");
+    }
+
+    #[test]
+    fn fifos_devices_and_huge_files_are_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("run.json");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let e = read_run(&fifo).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        let e = read_regular(Path::new("/dev/zero"), 1024)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'x'; 2048]).unwrap();
+        assert!(read_regular(&big, 1024).is_err());
+        assert_eq!(read_regular(&big, 4096).unwrap().len(), 2048);
+        // /proc files report size 0 and are still read
+        assert!(!read_regular(Path::new("/proc/self/stat"), 4096)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn atomic_writes_set_the_mode_and_never_follow_a_planted_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep me").unwrap();
+        // a key file that exists with a loose mode, and a symlink planted at another
+        let key = dir.path().join("key.pem");
+        std::fs::write(&key, "old").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_atomic_mode(&key, b"secret", 0o600).unwrap();
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let link = dir.path().join("client-key.pem");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let tmp_link = dir
+            .path()
+            .join(format!(".other.pem.{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp_link).unwrap();
+        write_atomic_mode(&link, b"secret", 0o600).unwrap();
+        write_atomic_mode(&dir.path().join("other.pem"), b"x", 0o600).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+        assert!(!std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read_to_string(&link).unwrap(), "secret");
     }
 
     #[test]

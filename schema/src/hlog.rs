@@ -128,59 +128,241 @@ pub struct Interval {
     pub hist: Histogram<u64>,
 }
 
-/// Decode an interval log one line at a time, in file order, handing each interval to
-/// `visit`; only the line being decoded is held in memory. A missing file, a line that
-/// does not parse (e.g. a truncated last line) or a histogram that does not decode is an
-/// error naming the file. Returns the number of intervals.
-pub fn for_each_interval(path: &Path, mut visit: impl FnMut(Interval)) -> Result<usize, HlogError> {
-    use base64::Engine as _;
-    let io = |e: std::io::Error| HlogError::new(path, e.to_string());
-    let mut reader = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
-    let mut line = Vec::new();
-    let mut line_no = 0;
-    let mut base = 0.0;
-    let mut deserializer = Deserializer::new();
-    let mut n = 0;
-    loop {
-        line.clear();
-        if reader.read_until(b'\n', &mut line).map_err(io)? == 0 {
-            return Ok(n);
+/// Longest line of an interval log that is read (one interval: a few KiB in practice).
+pub const MAX_LINE: u64 = 4 << 20;
+/// Most counts a decoded histogram may have (16 MiB of u64 counts): a crafted header asking
+/// for more is refused before anything is allocated for it.
+pub const MAX_COUNTS: u64 = 1 << 21;
+/// Most payload bytes a histogram's header may announce.
+pub const MAX_PAYLOAD: u64 = 16 << 20;
+
+const V2_COOKIE: u32 = 0x1c84_9303 | 0x10;
+const V2_COMPRESSED_COOKIE: u32 = 0x1c84_9304 | 0x10;
+
+/// The length of the counts array hdrhistogram allocates for these bounds (its own
+/// formula), or `None` when the bounds are not valid.
+pub fn counts_len(low: u64, high: u64, sigfig: u8) -> Option<u64> {
+    if low < 1 || sigfig > 5 || high < low.checked_mul(2)? {
+        return None;
+    }
+    let single_unit = 2 * 10u64.pow(u32::from(sigfig));
+    let sub_bucket_count_magnitude = 64 - (single_unit - 1).leading_zeros();
+    let half_magnitude = sub_bucket_count_magnitude.max(1) - 1;
+    let unit_magnitude = 63 - low.leading_zeros();
+    let sub_bucket_count = 1u64 << (half_magnitude + 1);
+    if unit_magnitude + half_magnitude + 1 > 63 {
+        return None;
+    }
+    let mut smallest_untrackable = sub_bucket_count << unit_magnitude;
+    let mut buckets = 1u64;
+    while smallest_untrackable <= high {
+        if smallest_untrackable > u64::MAX / 2 {
+            buckets += 1;
+            break;
         }
-        line_no += 1;
-        // the log format is line by line: one line is a whole input for the parser
-        for entry in IntervalLogIterator::new(&line) {
-            match entry {
-                Ok(LogEntry::StartTime(_)) => {}
-                Ok(LogEntry::BaseTime(d)) => base = d.as_secs_f64(),
-                Ok(LogEntry::Interval(i)) => {
-                    n += 1;
-                    let bin = base64::engine::general_purpose::STANDARD
-                        .decode(i.encoded_histogram().trim())
-                        .map_err(|e| {
-                            HlogError::new(path, format!("interval {n}: bad base64: {e}"))
-                        })?;
-                    let hist: Histogram<u64> =
-                        deserializer.deserialize(&mut bin.as_slice()).map_err(|e| {
-                            HlogError::new(path, format!("interval {n}: bad histogram: {e:?}"))
-                        })?;
-                    visit(Interval {
-                        tag: i.tag().map(|t| t.as_str().to_string()),
-                        start_s: base + i.start_timestamp().as_secs_f64(),
-                        duration_s: i.duration().as_secs_f64(),
-                        hist,
-                    });
-                }
-                Err(LogIteratorError::ParseError { .. }) => {
-                    return Err(HlogError::new(
-                        path,
-                        format!(
-                            "not a valid interval log: cannot parse line {line_no} (truncated or corrupt)"
-                        ),
-                    ));
+        smallest_untrackable <<= 1;
+        buckets += 1;
+    }
+    Some((buckets + 1) * (sub_bucket_count / 2))
+}
+
+/// Check an encoded histogram's header before hdrhistogram allocates what it asks for.
+fn check_header(bin: &[u8]) -> Result<(), String> {
+    use std::io::Read;
+    let be32 = |b: &[u8], at: usize| {
+        b.get(at..at + 4)
+            .map(|x| u32::from_be_bytes(x.try_into().unwrap_or_default()))
+    };
+    let be64 = |b: &[u8], at: usize| {
+        b.get(at..at + 8)
+            .map(|x| u64::from_be_bytes(x.try_into().unwrap_or_default()))
+    };
+    let mut header = [0u8; 40];
+    let v2: &[u8] = match be32(bin, 0) {
+        Some(V2_COOKIE) => bin,
+        Some(V2_COMPRESSED_COOKIE) => {
+            let rest = bin.get(8..).ok_or("truncated histogram")?;
+            flate2::read::ZlibDecoder::new(rest)
+                .read_exact(&mut header)
+                .map_err(|e| format!("histogram does not inflate: {e}"))?;
+            &header
+        }
+        _ => return Err("not a V2 histogram (bad cookie)".into()),
+    };
+    let (Some(payload), Some(digits), Some(low), Some(high)) =
+        (be32(v2, 4), be32(v2, 12), be64(v2, 16), be64(v2, 24))
+    else {
+        return Err("truncated histogram header".into());
+    };
+    if u64::from(payload) > MAX_PAYLOAD {
+        return Err(format!(
+            "histogram announces {payload} payload bytes (at most {MAX_PAYLOAD})"
+        ));
+    }
+    let n = u8::try_from(digits)
+        .ok()
+        .and_then(|d| counts_len(low, high, d))
+        .ok_or_else(|| {
+            format!("histogram bounds {low}..{high} with {digits} digits are not valid")
+        })?;
+    if n > MAX_COUNTS {
+        return Err(format!(
+            "histogram bounds {low}..{high} with {digits} digits need {n} counts (at most {MAX_COUNTS})"
+        ));
+    }
+    Ok(())
+}
+
+/// Reads an interval log one line at a time, in file order, yielding each interval; only
+/// the line being decoded is held in memory (a line longer than [`MAX_LINE`] and a
+/// histogram whose header asks for more than [`MAX_COUNTS`] are errors, found before
+/// anything is allocated for them). A line that does not parse (e.g. a truncated last
+/// line) or a histogram that does not decode is an error naming the file.
+pub struct IntervalReader<R = std::io::BufReader<std::fs::File>> {
+    path: PathBuf,
+    reader: R,
+    line: Vec<u8>,
+    line_no: usize,
+    base: f64,
+    n: usize,
+    deserializer: Deserializer,
+    done: bool,
+}
+
+impl IntervalReader {
+    /// Open a log file (a regular file only: a FIFO is refused, not waited on).
+    pub fn open(path: &Path) -> Result<Self, HlogError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let io = |e: std::io::Error| HlogError::new(path, e.to_string());
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(io)?;
+        if !f.metadata().map_err(io)?.is_file() {
+            return Err(HlogError::new(path, "not a regular file"));
+        }
+        Ok(IntervalReader::from_reader(
+            path,
+            std::io::BufReader::new(f),
+        ))
+    }
+}
+
+impl<R: BufRead> IntervalReader<R> {
+    /// Read a log from `reader`; `path` names it in errors.
+    pub fn from_reader(path: &Path, reader: R) -> Self {
+        IntervalReader {
+            path: path.to_path_buf(),
+            reader,
+            line: Vec::new(),
+            line_no: 0,
+            base: 0.0,
+            n: 0,
+            deserializer: Deserializer::new(),
+            done: false,
+        }
+    }
+
+    /// Intervals read so far.
+    pub fn intervals_read(&self) -> usize {
+        self.n
+    }
+
+    fn next_interval(&mut self) -> Result<Option<Interval>, HlogError> {
+        use base64::Engine as _;
+        use std::io::Read;
+        let path = self.path.clone();
+        let io = |e: std::io::Error| HlogError::new(&path, e.to_string());
+        loop {
+            self.line.clear();
+            let got = (&mut self.reader)
+                .take(MAX_LINE + 1)
+                .read_until(b'\n', &mut self.line)
+                .map_err(io)?;
+            if got == 0 {
+                return Ok(None);
+            }
+            self.line_no += 1;
+            if got as u64 > MAX_LINE {
+                return Err(HlogError::new(
+                    &path,
+                    format!("line {} is longer than {MAX_LINE} bytes", self.line_no),
+                ));
+            }
+            // the log format is line by line: one line is a whole input for the parser
+            for entry in IntervalLogIterator::new(&self.line) {
+                match entry {
+                    Ok(LogEntry::StartTime(_)) => {}
+                    Ok(LogEntry::BaseTime(d)) => self.base = d.as_secs_f64(),
+                    Ok(LogEntry::Interval(i)) => {
+                        self.n += 1;
+                        let n = self.n;
+                        let bin = base64::engine::general_purpose::STANDARD
+                            .decode(i.encoded_histogram().trim())
+                            .map_err(|e| {
+                                HlogError::new(&path, format!("interval {n}: bad base64: {e}"))
+                            })?;
+                        check_header(&bin)
+                            .map_err(|e| HlogError::new(&path, format!("interval {n}: {e}")))?;
+                        let hist: Histogram<u64> = self
+                            .deserializer
+                            .deserialize(&mut bin.as_slice())
+                            .map_err(|e| {
+                                HlogError::new(&path, format!("interval {n}: bad histogram: {e:?}"))
+                            })?;
+                        let start_s = self.base + i.start_timestamp().as_secs_f64();
+                        let duration_s = i.duration().as_secs_f64();
+                        if !(start_s.is_finite() && duration_s.is_finite()) {
+                            return Err(HlogError::new(
+                                &path,
+                                format!("interval {n}: times are not finite"),
+                            ));
+                        }
+                        return Ok(Some(Interval {
+                            tag: i.tag().map(|t| t.as_str().to_string()),
+                            start_s,
+                            duration_s,
+                            hist,
+                        }));
+                    }
+                    Err(LogIteratorError::ParseError { .. }) => {
+                        return Err(HlogError::new(
+                            &path,
+                            format!(
+                                "not a valid interval log: cannot parse line {} (truncated or corrupt)",
+                                self.line_no
+                            ),
+                        ));
+                    }
                 }
             }
         }
     }
+}
+
+impl<R: BufRead> Iterator for IntervalReader<R> {
+    type Item = Result<Interval, HlogError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let r = self.next_interval().transpose();
+        if !matches!(r, Some(Ok(_))) {
+            self.done = true;
+        }
+        r
+    }
+}
+
+/// Decode an interval log interval by interval (see [`IntervalReader`]), handing each to
+/// `visit`. Returns the number of intervals.
+pub fn for_each_interval(path: &Path, mut visit: impl FnMut(Interval)) -> Result<usize, HlogError> {
+    let mut r = IntervalReader::open(path)?;
+    for i in r.by_ref() {
+        visit(i?);
+    }
+    Ok(r.intervals_read())
 }
 
 #[cfg(test)]
@@ -217,6 +399,64 @@ mod tests {
             1,
             "no temp file left"
         );
+    }
+
+    #[test]
+    fn counts_len_is_hdrhistograms_own() {
+        for (low, high, digits) in [
+            (1, 3_600_000_000, 3),
+            (1, 60_000_000_000, 3),
+            (1000, 1 << 40, 2),
+            (1, u64::MAX / 2, 5),
+        ] {
+            let h = Histogram::<u8>::new_with_bounds(low, high, digits).unwrap();
+            assert_eq!(
+                counts_len(low, high, digits),
+                Some(h.distinct_values() as u64),
+                "{low} {high} {digits}"
+            );
+        }
+        assert_eq!(counts_len(0, 10, 3), None);
+        assert_eq!(counts_len(1, 10, 6), None);
+    }
+
+    #[test]
+    fn a_histogram_asking_for_gigabytes_is_refused_before_it_is_allocated() {
+        use base64::Engine as _;
+        use std::io::Write;
+        // a V2 header announcing a 4 GiB payload, then one asking for an absurd range
+        let mut inner = Vec::new();
+        for (payload, digits, low, high) in [
+            (u32::MAX, 3u32, 1u64, 3_600_000_000u64),
+            (16, 5, 1, u64::MAX / 2),
+        ] {
+            inner.clear();
+            inner.extend(V2_COOKIE.to_be_bytes());
+            inner.extend(payload.to_be_bytes());
+            inner.extend(0u32.to_be_bytes());
+            inner.extend(digits.to_be_bytes());
+            inner.extend(low.to_be_bytes());
+            inner.extend(high.to_be_bytes());
+            inner.extend(1.0f64.to_be_bytes());
+            let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            z.write_all(&inner).unwrap();
+            let z = z.finish().unwrap();
+            let mut bin = V2_COMPRESSED_COOKIE.to_be_bytes().to_vec();
+            bin.extend((z.len() as u32).to_be_bytes());
+            bin.extend(z);
+            let line = format!(
+                "0.000,1.000,5.0,{}\n",
+                base64::engine::general_purpose::STANDARD.encode(&bin)
+            );
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("bomb.hlog");
+            std::fs::write(&p, line).unwrap();
+            let e = for_each_interval(&p, |_| {}).unwrap_err().to_string();
+            assert!(
+                e.contains("interval 1:") && (e.contains("payload") || e.contains("counts")),
+                "{e}"
+            );
+        }
     }
 
     #[test]

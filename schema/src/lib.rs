@@ -23,7 +23,9 @@ pub mod slo;
 pub mod text;
 pub mod units;
 
-pub use files::{read_probe, read_run, write_atomic, write_json_atomic, SchemaError};
+pub use files::{
+    read_probe, read_run, write_atomic, write_atomic_mode, write_json_atomic, SchemaError,
+};
 pub use hlog::{TAG_CORRECTED as HLOG_TAG_CORRECTED, TAG_UNCORRECTED as HLOG_TAG_UNCORRECTED};
 pub use probe::*;
 pub use run::*;

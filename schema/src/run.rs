@@ -93,15 +93,75 @@ pub struct RunResult {
     /// Run-level checks (e.g. STRICT mTLS refused plaintext).
     #[serde(default)]
     pub checks: Vec<CheckResult>,
+    /// The ids of every cell the plan had, in run order. run.json is first written before
+    /// the first cell, so a run killed half-way shows here what it never measured.
+    #[serde(default)]
+    pub planned_cells: Vec<String>,
+    /// The run-level checks the plan asked for (e.g. `strict_mtls`).
+    #[serde(default)]
+    pub planned_checks: Vec<String>,
 }
 
 impl RunResult {
     /// True when every check of the run and of every cell passed (or was skipped).
     pub fn checks_passed(&self) -> bool {
-        self.checks
+        self.missing_checks().is_empty()
+            && self
+                .checks
+                .iter()
+                .chain(self.cells.iter().flat_map(|c| c.checks.iter()))
+                .all(|c| c.status != CheckStatus::Failed)
+    }
+
+    /// Planned cells that have no result.
+    pub fn missing_cells(&self) -> Vec<&str> {
+        self.planned_cells
             .iter()
-            .chain(self.cells.iter().flat_map(|c| c.checks.iter()))
-            .all(|c| c.status != CheckStatus::Failed)
+            .filter(|id| !self.cells.iter().any(|c| &c.id == *id))
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// Planned run-level checks that have no result.
+    pub fn missing_checks(&self) -> Vec<&str> {
+        self.planned_checks
+            .iter()
+            .filter(|n| !self.checks.iter().any(|c| &c.name == *n))
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// Why this run is not a complete measurement of its plan (empty when it is): it
+    /// did not finish (killed: no `finished_at`), was interrupted, or lacks planned cells
+    /// or checks.
+    pub fn incomplete(&self) -> Vec<String> {
+        let mut why = Vec::new();
+        if self.finished_at.is_none() {
+            why.push(
+                "the run did not finish (run.json has no finished_at: the process was killed or is still running)"
+                    .to_string(),
+            );
+        } else if self.interrupted {
+            why.push("the run was interrupted".to_string());
+        }
+        let missing = self.missing_cells();
+        if !missing.is_empty() {
+            why.push(format!(
+                "{} of {} planned cells were not measured: {}",
+                missing.len(),
+                self.planned_cells.len(),
+                missing.join(", ")
+            ));
+        }
+        let checks = self.missing_checks();
+        if !checks.is_empty() {
+            why.push(format!(
+                "run-level check{} {} did not run",
+                if checks.len() == 1 { "" } else { "s" },
+                checks.join(", ")
+            ));
+        }
+        why
     }
 }
 

@@ -40,10 +40,20 @@ fn file_err(path: &Path, message: impl Into<String>) -> TlsError {
     }
 }
 
+/// Most bytes read from one PEM file.
+pub const MAX_PEM_BYTES: u64 = 1 << 20;
+
+/// A PEM file's bytes: a regular file only (a FIFO would block the reader) and at most
+/// [`MAX_PEM_BYTES`].
+pub fn read_pem(path: &Path) -> Result<Vec<u8>, TlsError> {
+    meshbench_schema::files::read_regular(path, MAX_PEM_BYTES)
+        .map_err(|e| file_err(path, format!("cannot read: {e}")))
+}
+
 /// All certificates of a PEM file (at least one).
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| file_err(path, format!("cannot read certificates: {e}")))?
+    let bytes = read_pem(path)?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<_, _>>()
         .map_err(|e| file_err(path, format!("not a PEM certificate file: {e}")))?;
     if certs.is_empty() {
@@ -54,7 +64,7 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 
 /// The private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path)
+    PrivateKeyDer::from_pem_slice(&read_pem(path)?)
         .map_err(|e| file_err(path, format!("no usable PEM private key: {e}")))
 }
 

@@ -143,7 +143,11 @@ pub async fn connect(t: &Target) -> Result<Sender, Failure> {
         Ok(Err(e)) => {
             let class = match e.kind() {
                 io::ErrorKind::TimedOut => ErrorClass::ConnectTimeout,
-                _ => ErrorClass::ConnectRefused,
+                io::ErrorKind::ConnectionRefused => ErrorClass::ConnectRefused,
+                io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => {
+                    ErrorClass::ConnectionReset
+                }
+                _ => ErrorClass::Other,
             };
             return Err(Failure::new(
                 class,
@@ -226,6 +230,12 @@ where
     }
 }
 
+/// h2's words for a stream or connection the server ended: a GOAWAY (also with NO_ERROR,
+/// "not a result of an error") or a RST_STREAM such as REFUSED_STREAM.
+fn is_peer_reset_message(m: &str) -> bool {
+    m.contains("connection error received") || m.contains("stream error received")
+}
+
 /// rustls errors as they read once HTTP/2 has copied them into plain I/O errors (h2 hands
 /// every stream a copy of the connection's error, made from its message).
 fn is_tls_message(m: &str) -> bool {
@@ -280,8 +290,12 @@ pub fn classify(err: &(dyn StdError + 'static)) -> ErrorClass {
                 found = found.or(Some(ErrorClass::RequestTimeout));
             }
         }
-        if is_tls_message(&e.to_string()) {
+        let text = e.to_string();
+        if is_tls_message(&text) {
             return ErrorClass::Tls;
+        }
+        if is_peer_reset_message(&text) {
+            found = found.or(Some(ErrorClass::ConnectionReset));
         }
         cur = e.source();
     }

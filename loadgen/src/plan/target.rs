@@ -205,7 +205,7 @@ pub(super) fn tls(sc: &Scenario, src: &Source, https: Option<bool>) -> Result<Tl
         f.as_ref()
             .map(|p| {
                 let path = src.resolve_path(&p.span(), p.get_ref());
-                std::fs::File::open(&path).map_err(|e| {
+                meshbench_schema::files::read_regular(&path, tls::MAX_PEM_BYTES).map_err(|e| {
                     src.error_at(
                         p.span(),
                         format!("target.tls.{what}: cannot read {}: {e}", path.display()),

@@ -15,6 +15,9 @@ struct Override {
     span: Range<usize>,
 }
 
+/// Largest scenario file read (1 MiB): a scenario is a page of TOML.
+pub const MAX_SCENARIO_BYTES: u64 = 1 << 20;
+
 /// The scenario text (with overrides applied) and how to name a place in it.
 #[derive(Debug, Clone)]
 pub struct Source {
@@ -45,10 +48,13 @@ impl Source {
 
     /// Read `path` and apply `sets` (each `key.path=value`).
     pub fn load(path: &Path, sets: &[String]) -> Result<Source, SpecError> {
-        let original = std::fs::read_to_string(path).map_err(|source| SpecError::Io {
+        let io = |source| SpecError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let bytes = meshbench_schema::files::read_regular(path, MAX_SCENARIO_BYTES).map_err(io)?;
+        let original =
+            String::from_utf8(bytes).map_err(|_| io(std::io::Error::other("not UTF-8 text")))?;
         let mut src = Source::new(path, original);
         src.apply_sets(sets)?;
         Ok(src)
@@ -66,7 +72,8 @@ impl Source {
         }
     }
 
-    fn apply_sets(&mut self, sets: &[String]) -> Result<(), SpecError> {
+    /// Apply `--set key.path=value` overrides (each value TOML, else a string).
+    pub fn apply_sets(&mut self, sets: &[String]) -> Result<(), SpecError> {
         if sets.is_empty() {
             return Ok(());
         }
@@ -79,22 +86,30 @@ impl Source {
             let e: toml_edit::TomlError = e;
             self.error_at(e.span().unwrap_or(0..0), e.message().trim().to_string())
         })?;
-        let mut keys = Vec::new();
+        // (the key as given, its parts, the depth of the first table the set created)
+        let mut keys: Vec<(String, Vec<String>, Option<usize>)> = Vec::new();
         for set in sets {
             let Some((key, value)) = set.split_once('=') else {
                 return Err(set_err(set, "expected key.path=value".into()));
             };
             let key = key.trim();
-            let parts: Vec<&str> = key.split('.').map(str::trim).collect();
-            if parts.iter().any(|p| p.is_empty()) {
-                return Err(set_err(key, "expected key.path=value".into()));
-            }
+            // TOML's own key syntax: dots separate, quotes keep dots and spaces in a part
+            let parts: Vec<String> = match toml_edit::Key::parse(key) {
+                Ok(ks) if !ks.is_empty() && ks.iter().all(|k| !k.get().is_empty()) => {
+                    ks.iter().map(|k| k.get().to_string()).collect()
+                }
+                _ => return Err(set_err(key, "expected key.path=value".into())),
+            };
             let value: toml_edit::Value = match value.trim().parse::<toml_edit::Value>() {
                 Ok(v) => v,
                 Err(_) => toml_edit::Value::from(value.trim()),
             };
             let mut table = doc.as_table_mut() as &mut dyn toml_edit::TableLike;
+            let mut created = None;
             for (i, part) in parts[..parts.len() - 1].iter().enumerate() {
+                if created.is_none() && !table.contains_key(part) {
+                    created = Some(i);
+                }
                 let entry = table
                     .entry(part)
                     .or_insert(toml_edit::Item::Table(toml_edit::Table::new()));
@@ -102,31 +117,45 @@ impl Source {
                     set_err(key, format!("`{}` is not a table", parts[..=i].join(".")))
                 })?;
             }
-            let last = parts[parts.len() - 1];
+            let last = &parts[parts.len() - 1];
             table.insert(last, toml_edit::Item::Value(value.decorated(" ", "")));
-            keys.push(key.to_string());
+            keys.push((key.to_string(), parts, created));
         }
         self.patched = doc.to_string();
-        // Locate each override in the patched text.
+        // Locate each override in the patched text: its key and value, and the header of
+        // any table it created (so an error about that table names the --set too).
+        let all: Vec<&str> = keys.iter().map(|(k, _, _)| k.as_str()).collect();
         let im: toml_edit::ImDocument<String> = toml_edit::ImDocument::parse(self.patched.clone())
-            .map_err(|e| set_err(&keys.join(","), e.message().trim().to_string()))?;
-        for key in keys {
-            let parts: Vec<&str> = key.split('.').map(str::trim).collect();
+            .map_err(|e| set_err(&all.join(","), e.message().trim().to_string()))?;
+        for (key, parts, created) in keys {
+            let mut span: Option<Range<usize>> = None;
+            let mut widen = |s: Range<usize>| {
+                span = Some(match span.take() {
+                    Some(r) => r.start.min(s.start)..r.end.max(s.end),
+                    None => s,
+                });
+            };
             let mut table: &dyn toml_edit::TableLike = im.as_table();
-            for part in &parts[..parts.len() - 1] {
+            let mut found = true;
+            for (i, part) in parts[..parts.len() - 1].iter().enumerate() {
+                if created == Some(i) {
+                    if let Some((k, _)) = table.get_key_value(part) {
+                        k.span().into_iter().for_each(&mut widen);
+                    }
+                }
                 match table.get(part).and_then(|i| i.as_table_like()) {
                     Some(t) => table = t,
-                    None => break,
+                    None => {
+                        found = false;
+                        break;
+                    }
                 }
             }
-            let last = parts[parts.len() - 1];
-            let mut span: Option<Range<usize>> = None;
-            if let Some((k, item)) = table.get_key_value(last) {
-                for s in [k.span(), item.span()].into_iter().flatten() {
-                    span = Some(match span {
-                        Some(r) => r.start.min(s.start)..r.end.max(s.end),
-                        None => s,
-                    });
+            if found {
+                if let Some((k, item)) = table.get_key_value(&parts[parts.len() - 1]) {
+                    for s in [k.span(), item.span()].into_iter().flatten() {
+                        widen(s);
+                    }
                 }
             }
             if let Some(span) = span {
@@ -248,6 +277,22 @@ mod tests {
         assert_eq!(s.origin(&rate_span), Origin::Set("load.rate".into()));
         let url_span = sc.target.url.as_ref().unwrap().span();
         assert_eq!(s.origin(&url_span), Origin::File { line: 5, col: 7 });
+    }
+
+    #[test]
+    fn errors_in_tables_a_set_created_name_the_set() {
+        let text = "[load]\nrate = 1\nduration = \"1s\"\n[target]\nurl = \"http://x/\"\n";
+        let mut s = Source::new("x.toml", text);
+        s.apply_sets(&["bogus.key=1".into(), "target.headers.\"x-a.b\"=v".into()])
+            .unwrap();
+        let e = s.parse().unwrap_err().to_string();
+        assert_eq!(e, "--set bogus.key: unknown field `bogus`, expected one of `name`, `description`, `target`, `load`, `app`, `slo`, `mesh`, `matrix`, `checks`");
+        // a quoted part keeps its dot
+        let mut s = Source::new("x.toml", text);
+        s.apply_sets(&["target.headers.\"x-a.b\"=v".into()])
+            .unwrap();
+        let sc = s.parse().unwrap();
+        assert_eq!(sc.target.headers["x-a.b"].get_ref(), "v");
     }
 
     #[test]

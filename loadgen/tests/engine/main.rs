@@ -6,10 +6,17 @@
 //! - `tls`       mTLS success; missing / untrusted client cert, untrusted server CA, wrong SAN
 //! - `protocols` HTTP/1.1, HTTP/2 (ALPN and h2c), closed loop, error classes (5xx, refused)
 //! - `timing`    coordinated omission (analytic p90/p99) and open-loop achieved rate
+//! - `faults`    misbehaving servers: never answers, garbage, truncated, 1 MB headers,
+//!   resets, close after one response, killed and restarted, expired certificate, wrong
+//!   hostname, HTTP/2 GOAWAY; bounded time, every failure in its class
+//! - `hardening` the binary against hostile input: concurrent runs, reused and symlinked
+//!   run directories, a killed run, values that validate but cannot run, FIFOs, memory
 //! - `cli`       bad scenarios (one line, file:line:col, exit 2), validate, --set, --json,
 //!   SIGINT (interrupted run.json, exit 130), `serve` contract
 
 mod cli;
+mod faults;
+mod hardening;
 mod protocols;
 mod timing;
 mod tls;

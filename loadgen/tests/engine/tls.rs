@@ -196,4 +196,31 @@ async fn insecure_skip_verify_is_flagged() {
         .warnings
         .iter()
         .any(|w| w.contains("verification was disabled")));
+    // ... and in the summary and the report a reader sees
+    let rendered = report::render(&run.dir).unwrap();
+    for f in [rendered.summary_md, rendered.report_html] {
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(
+            text.contains("verification was disabled"),
+            "{}",
+            f.display()
+        );
+    }
+    // off by default: the same run without the key verifies, and says nothing of it
+    let tls = format!(
+        "ca = {:?}\ncert = {:?}\nkey = {:?}",
+        c.p("ca.pem"),
+        c.p("client.pem"),
+        c.p("client.key")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let run = run_text(dir.path(), &scenario(addr, &tls)).await;
+    assert_eq!(run.result.cells[0].ok, 40);
+    assert!(!run
+        .result
+        .warnings
+        .iter()
+        .any(|w| w.contains("verification")));
+    let plan = &meshbench_schema::read_run(&run.dir).unwrap().plan;
+    assert_eq!(plan["target"]["tls"]["insecure_skip_verify"], false);
 }

@@ -76,6 +76,18 @@ pub fn certs() -> Certs {
     w("server.key", srv_key.serialize_pem());
     w("client.pem", cli.pem());
     w("client.key", cli_key.serialize_pem());
+    // the same names as the server certificate, but valid only in 2020
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.subject_alt_names = vec![
+        SanType::DnsName("localhost".try_into().unwrap()),
+        SanType::IpAddress("127.0.0.1".parse().unwrap()),
+    ];
+    p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    p.not_after = rcgen::date_time_ymd(2020, 12, 31);
+    let expired = p.signed_by(&key, &ca_cert, &ca_key).unwrap();
+    w("expired.pem", expired.pem());
+    w("expired.key", key.serialize_pem());
     w("other-ca.pem", other_ca.pem());
     w("other-client.pem", ocli.pem());
     w("other-client.key", ocli_key.serialize_pem());

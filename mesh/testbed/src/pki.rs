@@ -108,9 +108,16 @@ impl Ca {
     /// Load a user CA (certificate and private key, PEM).
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Ca, PkiError> {
         let read = |p: &Path| {
-            std::fs::read_to_string(p).map_err(|source| PkiError::Io {
+            let bytes = meshbench_schema::files::read_regular(p, 1 << 20).map_err(|source| {
+                PkiError::Io {
+                    path: p.to_path_buf(),
+                    source,
+                }
+            })?;
+            String::from_utf8(bytes).map_err(|_| PkiError::BadCa {
                 path: p.to_path_buf(),
-                source,
+                what: "PEM file",
+                reason: "not UTF-8 text".into(),
             })
         };
         let cert_pem = read(cert)?;
@@ -236,21 +243,15 @@ pub struct PkiSpec {
     pub user_ca: Option<(PathBuf, PathBuf)>,
 }
 
+/// A PEM file, atomically and with its mode whatever existed before: 0600 for private keys
+/// (a key file of an earlier run at 0644, or a symlink planted at its name, is replaced,
+/// never followed), 0644 for certificates.
 fn write_pem(path: &Path, text: &str, private: bool) -> Result<(), PkiError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| PkiError::Io {
+    let mode = if private { 0o600 } else { 0o644 };
+    meshbench_schema::write_atomic_mode(path, text.as_bytes(), mode).map_err(|e| PkiError::Io {
         path: path.to_path_buf(),
-        source,
-    };
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(if private { 0o600 } else { 0o644 })
-        .open(path)
-        .map_err(io)?;
-    f.write_all(text.as_bytes()).map_err(io)
+        source: std::io::Error::other(e.to_string()),
+    })
 }
 
 impl MeshPki {
@@ -376,6 +377,37 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o077, 0, "private keys are not world-readable");
         assert!(pki.ca_key.as_ref().unwrap().exists());
+    }
+
+    #[test]
+    fn a_reused_directory_gets_0600_keys_and_planted_links_are_not_followed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "not a key").unwrap();
+        let mesh = dir.path().join("mesh");
+        std::fs::create_dir(&mesh).unwrap();
+        // an earlier run's loose key, and a symlink where the client key goes
+        std::fs::write(mesh.join("ca-key.pem"), "old").unwrap();
+        std::fs::set_permissions(
+            mesh.join("ca-key.pem"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(&victim, mesh.join("client-key.pem")).unwrap();
+        let pki = MeshPki::create(&mesh, &spec()).unwrap();
+        for k in [
+            pki.ca_key.clone().unwrap(),
+            pki.client_key.clone(),
+            pki.server_key.clone(),
+        ] {
+            let mode = std::fs::metadata(&k).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", k.display());
+        }
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "not a key");
+        assert!(std::fs::read_to_string(&pki.client_key)
+            .unwrap()
+            .contains("PRIVATE KEY"));
     }
 
     #[test]

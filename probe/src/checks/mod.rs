@@ -175,8 +175,12 @@ pub fn skip(
 }
 
 /// Attach a reason (context) to a finding.
+/// Set a finding's reason (bounded and escaped: a reason may quote a file of the host).
 pub fn with_reason(mut f: Finding, reason: impl Into<String>) -> Finding {
-    f.reason = Some(reason.into());
+    f.reason = Some(crate::host::bounded(
+        &reason.into(),
+        4 * crate::host::MAX_EXCERPT,
+    ));
     f
 }
 
@@ -226,10 +230,11 @@ pub fn num(name: &str, value: f64, unit: &str) -> Measurement {
     }
 }
 
+/// A text fact; it may come from a file of the host, so it is a bounded, escaped excerpt.
 pub fn text(name: &str, value: impl Into<String>) -> Measurement {
     Measurement {
         name: name.into(),
-        value: MeasuredValue::Text(value.into()),
+        value: MeasuredValue::Text(crate::host::excerpt(&value.into())),
         unit: String::new(),
     }
 }

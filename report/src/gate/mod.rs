@@ -245,6 +245,39 @@ pub fn evaluate(
     opts: &GateOptions,
 ) -> Vec<GateResult> {
     let mut out = Vec::new();
+    // a run that is not all of its plan fails, whatever its cells measured
+    if current.run.finished_at.is_none() {
+        out.push(GateResult {
+            gate: "complete".into(),
+            cell: "(run)".into(),
+            verdict: Verdict::Failed,
+            explanation: "the run did not finish (run.json has no finished_at): it was killed or is still running".into(),
+            change: None,
+            p_value: None,
+        });
+    }
+    for id in current.run.missing_cells() {
+        out.push(GateResult {
+            gate: "complete".into(),
+            cell: id.to_string(),
+            verdict: Verdict::Missing,
+            explanation: "planned but never measured: the run stopped before this cell".into(),
+            change: None,
+            p_value: None,
+        });
+    }
+    for check in current.run.missing_checks() {
+        out.push(GateResult {
+            gate: check.to_string(),
+            cell: "(run)".into(),
+            verdict: Verdict::Failed,
+            explanation: format!(
+                "the plan asked for the run-level check {check}, but it did not run"
+            ),
+            change: None,
+            p_value: None,
+        });
+    }
     for cell in &current.cells {
         for slo in &opts.slos {
             out.push(slo_on_cell(slo, cell));

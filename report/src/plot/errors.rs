@@ -77,7 +77,7 @@ impl Chart for ErrorsChart {
         let y_fmt = category_labels(names);
         let mut chart = frame(area, &self.title(), (longest as u32 * 8 + 24).min(420))
             .margin_right(32)
-            .build_cartesian_2d(0f64..headroom(max), Ticked::categories(n))
+            .build_cartesian_2d(0f64..headroom(max)?, Ticked::categories(n))
             .map_err(pe)?;
         draw_mesh(
             chart

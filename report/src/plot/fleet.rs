@@ -40,9 +40,9 @@ impl Chart for FleetChart {
         let x_range = || Ticked::categories(n);
         let mut chart = frame(area, &self.title(), 72)
             .right_y_label_area_size(72)
-            .build_cartesian_2d(x_range(), 0f64..headroom(steal_max.max(2.5)))
+            .build_cartesian_2d(x_range(), 0f64..headroom(steal_max.max(2.5))?)
             .map_err(pe)?
-            .set_secondary_coord(x_range(), 0f64..headroom(fsync_max.max(1.0)));
+            .set_secondary_coord(x_range(), 0f64..headroom(fsync_max.max(1.0))?);
         draw_mesh(
             chart
                 .configure_mesh()
@@ -78,7 +78,7 @@ impl Chart for FleetChart {
         let na = TextStyle::from((FONT, 13).into_font())
             .color(&BLACK)
             .pos(Pos::new(HPos::Center, VPos::Bottom));
-        let steal_top = headroom(steal_max.max(2.5));
+        let steal_top = headroom(steal_max.max(2.5))?;
         chart
             .draw_series(self.nodes.iter().enumerate().flat_map(|(i, x)| {
                 let c = i as f64;

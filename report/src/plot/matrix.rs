@@ -133,7 +133,7 @@ impl Chart for MatrixChart {
         let mut chart = frame(area, &self.title(), 72)
             .build_cartesian_2d(
                 Ticked::new(-0.4..(n as f64 - 0.6), ticks),
-                0f64..headroom(hi),
+                0f64..headroom(hi)?,
             )
             .map_err(pe)?;
         draw_mesh(

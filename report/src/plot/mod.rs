@@ -463,11 +463,18 @@ pub(crate) fn half_bar(i: usize, left: bool, value: f64, color: RGBColor) -> Rec
     Rectangle::new([(x0, 0.0), (x1, value)], color.filled())
 }
 
-/// Upper end of a y axis showing values up to `max` (never an empty range).
-pub(crate) fn headroom(max: f64) -> f64 {
-    if max.is_finite() && max > 0.0 {
-        max * 1.12
-    } else {
-        1.0
+/// Largest value any axis of the report shows (in its unit: µs, ms, %, requests; a u64
+/// count is below 1.9e19). A value beyond it, or one that is not a number, cannot come
+/// from a measurement: the chart is refused with an error naming the value (with
+/// `f64::MAX`, the headroom above the top would be infinite and plotters would not end).
+pub(crate) const MAX_AXIS: f64 = 1e100;
+
+/// Upper end of an axis showing values up to `max` (never an empty range).
+pub(crate) fn headroom(max: f64) -> Result<f64, String> {
+    if max.is_nan() || max > MAX_AXIS {
+        return Err(format!(
+            "a value of {max:e} is outside any axis this report draws (at most {MAX_AXIS:e}); the input is not a measurement"
+        ));
     }
+    Ok(if max > 0.0 { max * 1.12 } else { 1.0 })
 }

@@ -150,7 +150,7 @@ fn nines_chart<'a, DB: DrawingBackend>(
         .margin_right(48)
         .build_cartesian_2d(
             Ticked::new(0.0..MAX_NINES, TICKS.to_vec()),
-            0f64..headroom(max),
+            0f64..headroom(max)?,
         )
         .map_err(pe)?;
     draw_mesh(

@@ -93,7 +93,7 @@ impl Chart for SplitChart {
         let names: Vec<String> = self.subsets.iter().map(|s| s.0.clone()).collect();
         let x_fmt = category_labels(names);
         let mut chart = frame(area, &self.title(), 80)
-            .build_cartesian_2d(Ticked::categories(n), 0f64..headroom(max))
+            .build_cartesian_2d(Ticked::categories(n), 0f64..headroom(max)?)
             .map_err(pe)?;
         draw_mesh(
             chart

@@ -109,9 +109,9 @@ impl Chart for TimelineChart {
         let thr_max = self.throttled.iter().map(|p| p.1).fold(0.0, f64::max);
         let mut chart = frame(area, &self.title(), 72)
             .right_y_label_area_size(if self.throttled.is_empty() { 0 } else { 72 })
-            .build_cartesian_2d(0f64..t_max, 0f64..headroom(y_max))
+            .build_cartesian_2d(0f64..t_max, 0f64..headroom(y_max)?)
             .map_err(pe)?
-            .set_secondary_coord(0f64..t_max, 0f64..headroom(thr_max.max(1.0)));
+            .set_secondary_coord(0f64..t_max, 0f64..headroom(thr_max.max(1.0))?);
         draw_mesh(
             chart
                 .configure_mesh()

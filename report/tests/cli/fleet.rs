@@ -165,3 +165,32 @@ fn a_probe_report_of_an_unknown_version_is_refused() {
     );
     assert!(!dir.path().join("o").exists());
 }
+
+#[test]
+fn a_measurement_near_f64_max_is_refused_with_an_error_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write_probe(
+        dir.path(),
+        "n",
+        vec![finding(
+            "cpu.steal",
+            Verdict::Pass,
+            "huge",
+            vec![("steal_pct", f64::MAX, "%")],
+        )],
+    );
+    let t0 = std::time::Instant::now();
+    let o = bin(&["fleet", p(&f), "--out", p(&dir.path().join("o"))]);
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("chart fleet") && err.contains("outside any axis"),
+        "{err}"
+    );
+}

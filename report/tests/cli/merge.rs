@@ -165,3 +165,66 @@ fn an_interval_too_long_to_write_is_an_error_not_a_panic() {
     );
     assert!(!out.exists());
 }
+
+/// Peak resident set (VmHWM) of a running process, in bytes.
+fn peak_rss(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+#[test]
+fn merging_long_logs_streams_in_bounded_memory() {
+    use meshbench_schema::hlog::HlogWriter;
+    use std::time::{Duration, UNIX_EPOCH};
+    // two workers, 5000 one-second intervals each, both tags: held whole (as merge did
+    // before it streamed), these are 188 KB per (tag, second) of full-range histograms,
+    // 1.9 GB
+    const SECONDS: u64 = 5000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+    let mut logs = Vec::new();
+    for w in 0..2u64 {
+        let path = dir.path().join(format!("w{w}.hlog"));
+        let base = UNIX_EPOCH + Duration::from_secs(1_790_000_000 + w);
+        let mut log = HlogWriter::create(&path, base, &["long"]).unwrap();
+        for s in 0..SECONDS {
+            h.reset();
+            h.record(100 + (s % 1000) + w).unwrap();
+            for tag in [HLOG_TAG_CORRECTED, HLOG_TAG_UNCORRECTED] {
+                log.write(Duration::from_secs(s), Duration::from_secs(1), Some(tag), &h)
+                    .unwrap();
+            }
+        }
+        log.finish().unwrap();
+        logs.push(path);
+    }
+    let out = dir.path().join("merged.hlog");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_report"))
+        .args(["merge", p(&out), p(&logs[0]), p(&logs[1])])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut peak = 0;
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        peak = peak.max(peak_rss(pid).unwrap_or(0));
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(120), "merge did not finish");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success());
+    let mut text = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut text).unwrap();
+    assert!(text.contains(&format!("count {}", 2 * SECONDS)), "{text}");
+    assert!(peak > 0 && peak < 64 << 20, "peak RSS {} MiB", peak >> 20);
+}

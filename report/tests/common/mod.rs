@@ -312,6 +312,8 @@ pub fn write_run(dir: &Path, scenario: &str, specs: &[CellSpec]) -> RunResult {
             summary: "plaintext connection refused by the sidecar".into(),
             details: serde_json::Value::Null,
         }],
+        planned_cells: specs.iter().map(|s| s.id.clone()).collect(),
+        planned_checks: vec!["strict_mtls".into()],
     };
     write_json_atomic(&dir.join(RUN_FILE), &run).unwrap();
     run

@@ -5,7 +5,10 @@
 //!   and HTTP/2, Envoy access-log lines (off / buffered / sync), 503 UF;
 //! - `mesh_up`: `Mesh::up` / `down` with the built loadgen binary as its apps and sidecar:
 //!   the sidecar in its cgroup with the cell's quota, and nothing left behind after
-//!   `down`, a drop, or a run without CPU limits.
+//!   `down`, a drop, or a run without CPU limits;
+//! - `security`: nothing listens beyond loopback, TLS 1.2 and 1.3 only, an expired client
+//!   certificate of the mesh CA refused.
 
 mod mesh_up;
+mod security;
 mod sidecar_in_process;

@@ -292,6 +292,8 @@ pub fn check_space(dir: &Path, size: u64) -> Result<u64, String> {
 
 /// Run every phase. Temporary files are removed when this returns (or on a signal).
 pub fn run_io(dir: &Path, cfg: &Io) -> Result<IoResults, String> {
+    // what a SIGKILLed probe left (128 MiB each with the default profile)
+    crate::cleanup::remove_stale(dir);
     let size = cfg.size_mib << 20;
     check_space(dir, size)?;
     let phase = Duration::from_secs_f64(cfg.phase_seconds);
