@@ -75,6 +75,7 @@ pub fn summary_table(run: &RunResult) -> String {
     let mut header = vec!["cell", "proto", "requests", "rate/s", "target/s", "errors"];
     header.extend(TABLE_STATS);
     header.push("p99 uncorr.");
+    header.push("send lag p99");
     t.set_header(header);
     let row = |name: String,
                proto: &str,
@@ -83,7 +84,8 @@ pub fn summary_table(run: &RunResult) -> String {
                target: String,
                errs: String,
                l: &Percentiles,
-               u: &Percentiles| {
+               u: &Percentiles,
+               lag: String| {
         let mut r = vec![
             Cell::new(name),
             Cell::new(proto),
@@ -96,6 +98,7 @@ pub fn summary_table(run: &RunResult) -> String {
         for v in stats.chain([u.p99_us]) {
             r.push(Cell::new(fmt_us(v)).set_alignment(CellAlignment::Right));
         }
+        r.push(Cell::new(lag).set_alignment(CellAlignment::Right));
         r
     };
     for c in &run.cells {
@@ -124,6 +127,7 @@ pub fn summary_table(run: &RunResult) -> String {
             err_text,
             &c.latency.corrected,
             &c.latency.uncorrected,
+            lag_text(c),
         ));
         for s in &c.subsets {
             t.add_row(row(
@@ -135,12 +139,14 @@ pub fn summary_table(run: &RunResult) -> String {
                 String::new(),
                 &s.latency.corrected,
                 &s.latency.uncorrected,
+                String::new(),
             ));
         }
     }
     let mut out = t.to_string();
     out.push('\n');
-    out.push_str("latency is corrected (from the intended send time) unless marked uncorr.\n");
+    out.push_str("latency is corrected (from the intended send time) unless marked uncorr.; send lag: how late the generator itself sent (part of corrected latency; UNTRUSTED above its limit)\n");
+    out.push_str(&generator_summary(run));
     if run.interrupted {
         out.push_str("INTERRUPTED: results cover the part of the run that completed\n");
     }
@@ -155,6 +161,41 @@ pub fn summary_table(run: &RunResult) -> String {
         out.push_str(&format!(
             "check {}{scope}: {:?}: {}\n",
             c.name, c.status, c.summary
+        ));
+    }
+    out
+}
+
+/// The send-lag cell of a row: p99, and UNTRUSTED when over the cell's limit.
+fn lag_text(c: &meshbench_schema::CellResult) -> String {
+    match c.generator.as_ref() {
+        Some(g) => match g.send_lag {
+            Some(l) if g.trusted => fmt_us(l.p99_us),
+            Some(l) => format!("{} UNTRUSTED", fmt_us(l.p99_us)),
+            None => "-".into(),
+        },
+        None => "-".into(),
+    }
+}
+
+/// One line per cell on what the generator itself used.
+pub fn generator_summary(run: &RunResult) -> String {
+    let mut out = String::new();
+    for c in &run.cells {
+        let Some(g) = &c.generator else { continue };
+        let lag = match (g.send_lag, g.lag_limit_us) {
+            (Some(l), Some(lim)) => format!(
+                ", send lag p50 {} p99 {} max {} (limit {})",
+                fmt_us(l.p50_us),
+                fmt_us(l.p99_us),
+                fmt_us(l.max_us),
+                fmt_us(lim)
+            ),
+            _ => String::new(),
+        };
+        out.push_str(&format!(
+            "generator {}: {} thread(s), idle {}, {:.2} cores of CPU{lag}\n",
+            c.id, g.threads, g.idle, g.cpu_cores
         ));
     }
     out
@@ -176,6 +217,7 @@ pub fn summary_json(dir: &Path, run: &RunResult) -> serde_json::Value {
                 "errors_total": c.errors.total(),
                 "errors": c.errors,
                 "latency_us": c.latency,
+                "generator": c.generator,
                 "subsets": c.subsets.iter().map(|s| serde_json::json!({
                     "name": s.name, "count": s.count, "share": s.share,
                 })).collect::<Vec<_>>(),

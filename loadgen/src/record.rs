@@ -5,7 +5,7 @@
 //! (subsets are capped at [`MAX_SUBSETS`]).
 
 use hdrhistogram::Histogram;
-use meshbench_schema::hlog::{HlogError, HlogWriter, TAG_CORRECTED, TAG_UNCORRECTED};
+use meshbench_schema::hlog::{HlogError, HlogWriter, TAG_CORRECTED, TAG_SEND_LAG, TAG_UNCORRECTED};
 use meshbench_schema::{ErrorCounts, Latency, Percentiles};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -153,6 +153,8 @@ pub struct Recorder {
     pub error_samples: Vec<(String, String)>,
     /// Successful responses since the interval was last taken.
     pub interval: Pair,
+    /// Send lag since the interval was last taken.
+    pub interval_lag: Hist,
     pub interval_requests: u64,
     pub interval_errors: u64,
     /// Completion time of the last measured request.
@@ -176,6 +178,7 @@ impl Default for Recorder {
             errors: ErrorCounts::default(),
             error_samples: vec![],
             interval: Pair::default(),
+            interval_lag: new_hist(),
             interval_requests: 0,
             interval_errors: 0,
             last_done: None,
@@ -267,10 +270,20 @@ impl Recorder {
         }
     }
 
-    /// Take the interval histograms (leaving them empty) into `into`.
-    pub fn take_interval(&mut self, into: &mut Pair) -> (u64, u64) {
+    /// The generator's own lateness for one request (open loop).
+    pub fn record_lag(&mut self, lag: Duration) {
+        let v = us(lag);
+        self.send_lag.saturating_record(v);
+        self.interval_lag.saturating_record(v);
+    }
+
+    /// Take the interval histograms (leaving them empty) into `into` and `lag`; returns the
+    /// interval's (requests, errors).
+    pub fn take_interval(&mut self, into: &mut Pair, lag: &mut Hist) -> (u64, u64) {
         into.add(&self.interval);
         self.interval.reset();
+        let _ = lag.add(&self.interval_lag);
+        self.interval_lag.reset();
         let r = (self.interval_requests, self.interval_errors);
         self.interval_requests = 0;
         self.interval_errors = 0;
@@ -316,8 +329,9 @@ impl Recorder {
     }
 }
 
-/// A cell's interval log: each interval's corrected and uncorrected histograms, through
-/// the one writer of `meshbench-schema` (temp file, renamed into place by [`Hlog::finish`]).
+/// A cell's interval log: each interval's corrected, uncorrected and send-lag histograms,
+/// through the one writer of `meshbench-schema` (temp file, renamed into place by
+/// [`Hlog::finish`]).
 pub struct Hlog(HlogWriter);
 
 impl Hlog {
@@ -331,12 +345,23 @@ impl Hlog {
         .map(Hlog)
     }
 
-    /// Append one interval (both tags). `offset` is from the log's start.
-    pub fn write(&mut self, offset: Duration, len: Duration, pair: &Pair) -> Result<(), HlogError> {
+    /// Append one interval (every tag; send lag only in open loop). `offset` is from the
+    /// log's start.
+    pub fn write(
+        &mut self,
+        offset: Duration,
+        len: Duration,
+        pair: &Pair,
+        lag: Option<&Hist>,
+    ) -> Result<(), HlogError> {
         self.0
             .write(offset, len, Some(TAG_CORRECTED), &pair.corrected)?;
         self.0
-            .write(offset, len, Some(TAG_UNCORRECTED), &pair.uncorrected)
+            .write(offset, len, Some(TAG_UNCORRECTED), &pair.uncorrected)?;
+        match lag {
+            Some(l) => self.0.write(offset, len, Some(TAG_SEND_LAG), l),
+            None => Ok(()),
+        }
     }
 
     /// Flush, fsync and move into place.
@@ -440,9 +465,11 @@ mod tests {
         let mut log = Hlog::create(&path, SystemTime::now(), "test").unwrap();
         let mut p = Pair::default();
         p.record(Duration::from_millis(5), Duration::from_millis(1));
-        log.write(Duration::ZERO, Duration::from_secs(1), &p)
+        let mut lag = new_hist();
+        lag.record(3).unwrap();
+        log.write(Duration::ZERO, Duration::from_secs(1), &p, Some(&lag))
             .unwrap();
-        log.write(Duration::from_secs(1), Duration::from_secs(1), &p)
+        log.write(Duration::from_secs(1), Duration::from_secs(1), &p, None)
             .unwrap();
         log.finish().unwrap();
         let mut tags = vec![];
@@ -453,7 +480,13 @@ mod tests {
         .unwrap();
         assert_eq!(
             tags,
-            ["corrected", "uncorrected", "corrected", "uncorrected"]
+            [
+                "corrected",
+                "uncorrected",
+                "send_lag",
+                "corrected",
+                "uncorrected"
+            ]
         );
     }
 }

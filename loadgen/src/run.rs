@@ -8,15 +8,13 @@ use crate::engine::{self, CellLoad, EngineError, HlogSpec, Progress, Target};
 use crate::plan::{CellPlan, Plan, TargetKind, TlsPlan};
 use crate::target::{self, CellTarget, TargetOptions};
 use meshbench_schema::{
-    CellResult, HostFacts, RunResult, SubsetResult, ToolInfo, RUN_FILE, RUN_SCHEMA_VERSION,
+    CellResult, CheckResult, CheckStatus, GeneratorStats, HostFacts, RunResult, SubsetResult,
+    ToolInfo, RUN_FILE, RUN_SCHEMA_VERSION,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::sync::watch;
-
-/// Send lag (p99, µs) above which a cell carries a warning.
-pub const SEND_LAG_WARN_US: f64 = 1000.0;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -214,6 +212,64 @@ pub fn compact_utc(t: SystemTime) -> String {
         .replace(['-', ':'], "")
 }
 
+/// The generator's own figures for a cell, and the `send_lag` check when the plan sets
+/// `[checks] max_send_lag`.
+fn generator_stats(
+    plan: &Plan,
+    cell: &CellPlan,
+    m: &engine::CellMeasurement,
+) -> (GeneratorStats, Option<CheckResult>) {
+    let g = &m.generator;
+    let cpu_s = g.cpu.as_secs_f64();
+    let wall = g.wall.as_secs_f64();
+    let open = cell.mode == meshbench_schema::LoadMode::Open;
+    let lag =
+        (open && !m.rec.send_lag.is_empty()).then(|| crate::record::percentiles(&m.rec.send_lag));
+    let configured = plan.checks.as_ref().and_then(|c| c.max_send_lag);
+    let limit = cell.rate.map(|rate| {
+        configured
+            .unwrap_or(crate::plan::LagLimit::ShareOfInterval(
+                crate::plan::checks::DEFAULT_LAG_SHARE,
+            ))
+            .micros(rate)
+    });
+    let trusted = match (lag, limit) {
+        (Some(l), Some(lim)) => l.p99_us <= lim,
+        _ => true,
+    };
+    let check = match (configured, lag, limit) {
+        (Some(_), Some(l), Some(lim)) => Some(CheckResult {
+            name: crate::checks::SEND_LAG.into(),
+            status: if trusted {
+                CheckStatus::Passed
+            } else {
+                CheckStatus::Failed
+            },
+            summary: format!(
+                "send lateness p99 {:.0} µs (max {:.0} µs) {} checks.max_send_lag = {:.0} µs",
+                l.p99_us,
+                l.max_us,
+                if trusted { "within" } else { "EXCEEDS" },
+                lim
+            ),
+            details: serde_json::json!({"p99_us": l.p99_us, "max_us": l.max_us, "limit_us": lim}),
+        }),
+        _ => None,
+    };
+    (
+        GeneratorStats {
+            idle: g.idle.as_str().into(),
+            threads: g.workers,
+            cpu_s,
+            cpu_cores: if wall > 0.0 { cpu_s / wall } else { 0.0 },
+            send_lag: lag,
+            lag_limit_us: limit,
+            trusted,
+        },
+        check,
+    )
+}
+
 /// Facts about this machine (procfs-core reads /proc/cpuinfo).
 pub fn host_facts() -> HostFacts {
     use procfs_core::FromRead;
@@ -399,6 +455,8 @@ async fn run_one<T: CellTarget>(
         requests: plan.load.requests,
         warmup: plan.load.warmup.0,
         think_time: plan.load.think_time.0,
+        threads: plan.load.threads,
+        idle: plan.load.idle,
     };
     let hlog_name = format!("cell-{}.hlog", cell.index);
     let hlog = HlogSpec {
@@ -442,14 +500,17 @@ async fn run_one<T: CellTarget>(
             cell.rate.unwrap_or(0.0)
         ));
     }
-    if cell.mode == meshbench_schema::LoadMode::Open && !rec.send_lag.is_empty() {
-        let lag = crate::record::percentiles(&rec.send_lag);
-        if lag.p99_us > SEND_LAG_WARN_US {
-            warnings.push(format!(
-                "cell {}: the load generator itself sent requests late (p99 {:.0} µs, max {:.0} µs after the intended time; the host is busy): corrected latency includes this",
-                cell.id, lag.p99_us, lag.max_us
-            ));
-        }
+    let (generator, lag_check) = generator_stats(plan, cell, &m);
+    if !generator.trusted && lag_check.is_none() {
+        let lag = generator.send_lag.unwrap_or_default();
+        warnings.push(format!(
+            "cell {}: UNTRUSTED: the load generator itself sent requests late (p99 {:.0} µs, max {:.0} µs after the intended time; more than {:.0} µs, 10 % of the time between requests): its corrected latency includes the generator's own delay (idle = \"{}\"; set [checks] max_send_lag to fail such a cell)",
+            cell.id,
+            lag.p99_us,
+            lag.max_us,
+            generator.lag_limit_us.unwrap_or(0.0),
+            generator.idle
+        ));
     }
     for (class, msg) in &rec.error_samples {
         warnings.push(format!("cell {}: {class} error: {msg}", cell.id));
@@ -482,7 +543,8 @@ async fn run_one<T: CellTarget>(
         subsets,
         hlog: Some(hlog_name),
         sidecar: None,
-        checks: vec![],
+        generator: Some(generator),
+        checks: lag_check.into_iter().collect(),
         interrupted: m.interrupted,
     };
     if let Err(e) = target.finish(plan, cell, &mut result).await {

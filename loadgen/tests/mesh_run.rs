@@ -104,6 +104,17 @@ fn cgroups_of(pid: u32) -> Vec<PathBuf> {
     out
 }
 
+/// No `.NAME.<pid>.tmp` file (an interval log or run.json being written) is left in `dir`.
+fn no_temp_files(dir: &Path) {
+    let left: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?} in {}", dir.display());
+}
+
 /// Kills the child if the test fails before it exits.
 struct Reap(Option<u32>);
 
@@ -280,64 +291,70 @@ fn nothing_is_left_after_a_run_an_error_and_an_interrupt() {
     let run = meshbench_schema::read_run(&out).unwrap();
     assert_eq!(run.cells.len(), 1);
 
-    // 3. SIGINT mid-run
-    let marker = format!("x-sigint-{}", std::process::id());
-    let sc = scenario(
-        dir.path(),
-        &marker,
-        &format!("sidecar_cpu = {cpu}\naccess_log = [\"buffered\"]"),
-        "rate = 50\nconnections = 2\nduration = \"60s\"",
-    );
-    let out = dir.path().join("sigint");
-    let errf = dir.path().join("sigint.stderr");
-    let mut child = bin()
-        .args(["run", sc.to_str().unwrap(), "--out", out.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&errf).unwrap())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let mut reap = Reap(Some(pid));
-    let t0 = Instant::now();
-    // The cell's interval log appears (as a temp file until the cell ends) once load runs.
-    let started = |out: &Path| {
-        std::fs::read_dir(out).is_ok_and(|d| {
-            d.flatten()
-                .any(|e| e.file_name().to_string_lossy().contains("cell-0.hlog"))
-        })
-    };
-    while !started(&out) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30) && child.try_wait().unwrap().is_none(),
-            "run did not start: {}",
-            std::fs::read_to_string(&errf).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // positive control: the mesh is there while the run goes on
-    assert!(
-        processes_with(&out.display().to_string()).len() >= 2,
-        "apps running"
-    );
-    if limits {
-        assert!(!cgroups_of(pid).is_empty(), "sidecar cgroup present");
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
+    // 3. SIGINT, then SIGTERM, mid-run (in the first of two cells)
+    for sig in [
         nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    assert_eq!(wait(&mut child, Duration::from_secs(30)).code(), Some(130));
-    reap.0 = None;
-    let run = meshbench_schema::read_run(&out).unwrap();
-    assert!(run.interrupted);
-    assert_eq!(run.cells.len(), 1);
-    assert!(
-        run.cells[0].sidecar.is_some(),
-        "the interrupted cell keeps its sidecar stats"
-    );
-    assert_nothing_left(&marker, &out, pid);
+        nix::sys::signal::Signal::SIGTERM,
+    ] {
+        let marker = format!("x-{}-{}", sig.as_str().to_lowercase(), std::process::id());
+        let sc = scenario(
+            dir.path(),
+            &marker,
+            &format!("sidecar_cpu = {cpu}\naccess_log = [\"buffered\"]"),
+            "rate = 50\nconnections = 2\nduration = \"60s\"",
+        );
+        let out = dir.path().join(sig.as_str());
+        let errf = dir.path().join(format!("{}.stderr", sig.as_str()));
+        let mut child = bin()
+            .args(["run", sc.to_str().unwrap(), "--out", out.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&errf).unwrap())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let mut reap = Reap(Some(pid));
+        let t0 = Instant::now();
+        // The cell's interval log appears (as a temp file until the cell ends) once load runs.
+        let started = |out: &Path| {
+            std::fs::read_dir(out).is_ok_and(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().contains("cell-0.hlog"))
+            })
+        };
+        while !started(&out) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30) && child.try_wait().unwrap().is_none(),
+                "run did not start: {}",
+                std::fs::read_to_string(&errf).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // positive control: the mesh is there while the run goes on
+        assert!(
+            processes_with(&out.display().to_string()).len() >= 2,
+            "apps running"
+        );
+        if limits {
+            assert!(!cgroups_of(pid).is_empty(), "sidecar cgroup present");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
+        assert_eq!(
+            wait(&mut child, Duration::from_secs(30)).code(),
+            Some(130),
+            "{sig}"
+        );
+        reap.0 = None;
+        let run = meshbench_schema::read_run(&out).unwrap();
+        assert!(run.interrupted);
+        assert_eq!(run.cells.len(), 1);
+        assert!(
+            run.cells[0].sidecar.is_some(),
+            "the interrupted cell keeps its sidecar stats"
+        );
+        assert_nothing_left(&marker, &out, pid);
+        no_temp_files(&out);
+    }
 }
 
 #[test]
@@ -586,4 +603,137 @@ fn a_second_sigint_exits_at_once_and_still_leaves_nothing() {
     assert_eq!(wait(&mut child, Duration::from_secs(30)).code(), Some(130));
     reap.0 = None;
     assert_nothing_left(&marker, &out, pid);
+}
+
+#[test]
+fn a_killed_run_is_cleaned_up_by_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = cgroups_writable();
+    let cpu = if limits { "[\"300m\"]" } else { "[\"none\"]" };
+    let marker = format!("x-kill-{}", std::process::id());
+    let sc = scenario(
+        dir.path(),
+        &marker,
+        &format!("sidecar_cpu = {cpu}\naccess_log = [\"off\"]"),
+        "rate = 50\nconnections = 2\nduration = \"60s\"",
+    );
+    let out = dir.path().join("killed");
+    let mut child = bin()
+        .args(["run", sc.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut reap = Reap(Some(pid));
+    let tmp = out.join(format!(".cell-0.hlog.{pid}.tmp"));
+    let t0 = Instant::now();
+    while !tmp.exists() || (limits && cgroups_of(pid).is_empty()) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the cell did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    reap.0 = None;
+    // the apps and the sidecar see their parent gone and stop by themselves
+    let t1 = Instant::now();
+    while !processes_with(&out.display().to_string()).is_empty() {
+        assert!(
+            t1.elapsed() < Duration::from_secs(10),
+            "mesh processes outlived loadgen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // what nobody was left to remove: the cgroup and the temp file
+    if limits {
+        assert!(!cgroups_of(pid).is_empty(), "a SIGKILL leaves the cgroup");
+    }
+    assert!(tmp.exists());
+    let run = meshbench_schema::read_run(&out).unwrap();
+    assert!(run.finished_at.is_none() && run.cells.is_empty());
+    // the next run into the same directory removes both
+    let o = bin()
+        .args([
+            "run",
+            sc.to_str().unwrap(),
+            "--force",
+            "--no-report",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args(["--set", "load.duration=\"1s\""])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        cgroups_of(pid).is_empty(),
+        "the dead run's cgroup is removed"
+    );
+    no_temp_files(&out);
+}
+
+#[test]
+fn two_mesh_runs_at_once_do_not_interfere() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = cgroups_writable();
+    let cpu = if limits { "[\"500m\"]" } else { "[\"none\"]" };
+    let marker = format!("x-twin-{}", std::process::id());
+    let sc = scenario(
+        dir.path(),
+        &marker,
+        &format!("sidecar_cpu = {cpu}\naccess_log = [\"sync\"]"),
+        "rate = 50\nconnections = 2\nduration = \"2s\"",
+    );
+    let start = || {
+        bin()
+            .args(["run", sc.to_str().unwrap(), "--json", "--no-report"])
+            .current_dir(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (start(), start());
+    let mut dirs = Vec::new();
+    for c in [a, b] {
+        let pid = c.id();
+        let o = c.wait_with_output().unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let d = dir.path().join(v["run_dir"].as_str().unwrap());
+        assert_nothing_left(&marker, &d, pid);
+        dirs.push(d);
+    }
+    assert_ne!(dirs[0], dirs[1], "each run has its own directory");
+    let ca = |d: &PathBuf| std::fs::read(d.join("mesh/ca.pem")).unwrap();
+    assert_ne!(ca(&dirs[0]), ca(&dirs[1]), "each run has its own PKI");
+    for d in &dirs {
+        let run = meshbench_schema::read_run(d).unwrap();
+        assert!(run.checks_passed(), "{:?}", run.checks);
+        let c = &run.cells[0];
+        // its own access log holds its own requests, no more
+        let lines = std::fs::read_to_string(d.join("mesh/cell-0/access.log"))
+            .unwrap()
+            .lines()
+            .count() as u64;
+        assert!(
+            lines >= c.requests && lines <= c.requests + 200,
+            "{lines} lines for {} requests",
+            c.requests
+        );
+        assert_eq!(c.settings.cpu_limit_applied, limits);
+    }
 }

@@ -238,12 +238,12 @@ pub fn report_html(run: &LoadedRun, rendered: &Rendered) -> String {
             "<span class=\"failed\">a check FAILED</span>"
         }
     );
-    s.push_str("<h2>Summary</h2>\n<table><tr><th>cell</th><th>requests</th><th>achieved</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>errors</th><th>checks</th></tr>\n");
+    s.push_str("<h2>Summary</h2>\n<table><tr><th>cell</th><th>requests</th><th>achieved</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>send lag p99</th><th>errors</th><th>checks</th></tr>\n");
     for c in &r.cells {
         let l = &c.latency.corrected;
         let _ = writeln!(
             s,
-            "<tr><td><a href=\"#cell-{}\">{}</a></td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+            "<tr><td><a href=\"#cell-{}\">{}</a></td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
             esc(&crate::format::slug(&c.id)),
             esc(&c.id),
             c.requests,
@@ -252,6 +252,7 @@ pub fn report_html(run: &LoadedRun, rendered: &Rendered) -> String {
             us(l.p90_us),
             us(l.p99_us),
             us(l.p999_us),
+            esc(&crate::markdown::lag_brief(c)),
             c.errors.total(),
             esc(&checks_brief(&c.checks))
         );

@@ -181,6 +181,8 @@ pub struct LoadedCell {
     pub seconds: Vec<SecondPoint>,
     /// Per-second uncorrected latency.
     pub seconds_uncorrected: Vec<SecondPoint>,
+    /// Per-second send lateness of the generator (open loop; empty without a `send_lag` tag).
+    pub seconds_lag: Vec<SecondPoint>,
 }
 
 /// A run directory, read and checked.
@@ -226,13 +228,16 @@ pub fn load_run(dir: &Path) -> Result<LoadedRun, ReportError> {
             uncorrected: None,
             seconds: Vec::new(),
             seconds_uncorrected: Vec::new(),
+            seconds_lag: Vec::new(),
         };
         if let Some(path) = hlog_path {
             let mut corrected = TagAccumulator::default();
             let mut uncorrected = TagAccumulator::default();
+            let mut lag = TagAccumulator::default();
             let n = for_each_interval(&path, |i| match i.tag.as_deref() {
                 Some(HLOG_TAG_CORRECTED) => corrected.add(i.start_s, i.hist),
                 Some(HLOG_TAG_UNCORRECTED) => uncorrected.add(i.start_s, i.hist),
+                Some(hlog::TAG_SEND_LAG) => lag.add(i.start_s, i.hist),
                 _ => {}
             })?;
             if n == 0 && cell.requests > 0 {
@@ -246,6 +251,7 @@ pub fn load_run(dir: &Path) -> Result<LoadedRun, ReportError> {
             }
             let (c_total, c_points) = corrected.finish();
             let (u_total, u_points) = uncorrected.finish();
+            let (_, lag_points) = lag.finish();
             // time axis: seconds since the first interval of either tag
             let first = c_points
                 .iter()
@@ -265,6 +271,7 @@ pub fn load_run(dir: &Path) -> Result<LoadedRun, ReportError> {
             loaded.uncorrected = u_total;
             loaded.seconds = relative(c_points);
             loaded.seconds_uncorrected = relative(u_points);
+            loaded.seconds_lag = relative(lag_points);
         }
         cells.push(loaded);
     }

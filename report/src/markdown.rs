@@ -48,8 +48,29 @@ pub fn notices(run: &RunResult) -> Vec<String> {
         if c.interrupted {
             v.push(format!("Cell {} was cut short by the interrupt.", c.id));
         }
+        if let Some(g) = c.generator.as_ref().filter(|g| !g.trusted) {
+            let l = g.send_lag.unwrap_or_default();
+            v.push(format!(
+                "Cell {}: UNTRUSTED measurement: the load generator sent its requests late (send lag p99 {}, limit {}); its corrected latency includes the generator's own delay.",
+                c.id,
+                us(l.p99_us),
+                us(g.lag_limit_us.unwrap_or(0.0))
+            ));
+        }
     }
     v
+}
+
+/// A cell's send lateness p99, with UNTRUSTED when it is over the cell's limit.
+pub fn lag_brief(c: &meshbench_schema::CellResult) -> String {
+    match c.generator.as_ref() {
+        Some(g) => match g.send_lag {
+            Some(l) if g.trusted => us(l.p99_us),
+            Some(l) => format!("{} ⚠ UNTRUSTED", us(l.p99_us)),
+            None => "-".into(),
+        },
+        None => "-".into(),
+    }
 }
 
 /// True when the run or any cell carries a check.
@@ -139,14 +160,14 @@ pub fn summary_md(run: &LoadedRun, rendered: &Rendered) -> String {
     );
     let _ = writeln!(
         s,
-        "| cell | requests | rate (achieved / target) | p50 | p90 | p99 | p99.9 | errors | checks |"
+        "| cell | requests | rate (achieved / target) | p50 | p90 | p99 | p99.9 | send lag p99 | errors | checks |"
     );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---|---|");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---|---|");
     for c in &r.cells {
         let l = &c.latency.corrected;
         let _ = writeln!(
             s,
-            "| `{}`{} | {} | {} / {} | {} | {} | {} | {} | {} | {} |",
+            "| `{}`{} | {} | {} / {} | {} | {} | {} | {} | {} | {} | {} |",
             md(&c.id),
             if c.interrupted { " (interrupted)" } else { "" },
             c.requests,
@@ -159,6 +180,7 @@ pub fn summary_md(run: &LoadedRun, rendered: &Rendered) -> String {
             us(l.p90_us),
             us(l.p99_us),
             us(l.p999_us),
+            lag_brief(c),
             md(&error_brief(c)),
             md(&checks_brief(&c.checks)),
         );

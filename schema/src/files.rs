@@ -232,6 +232,7 @@ mod tests {
                 subsets: vec![],
                 hlog: Some("cell-0.hlog".into()),
                 sidecar: None,
+                generator: None,
                 checks: vec![CheckResult {
                     name: "canary_split".into(),
                     status: CheckStatus::Failed,

@@ -16,6 +16,9 @@ use std::time::{Duration, SystemTime};
 pub const TAG_CORRECTED: &str = "corrected";
 /// Tag of intervals holding latency measured from the actual send time (service time).
 pub const TAG_UNCORRECTED: &str = "uncorrected";
+/// Tag of intervals holding the load generator's own lateness: how long after its intended
+/// time each open-loop request was sent.
+pub const TAG_SEND_LAG: &str = "send_lag";
 /// Unit of every value recorded in histograms and interval logs.
 pub const UNIT: &str = "us";
 

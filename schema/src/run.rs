@@ -339,6 +339,36 @@ pub struct SidecarStats {
     pub throttled_usec_per_second: Vec<u64>,
 }
 
+/// What the load generator itself did in a cell: how it waited for send times, what CPU it
+/// used, and (open loop) how late it sent requests after their intended times, which is
+/// part of every corrected latency of the cell.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GeneratorStats {
+    /// "spin", "hybrid" or "sleep".
+    pub idle: String,
+    /// Engine worker threads.
+    pub threads: u32,
+    /// CPU time of the engine threads over the cell, seconds ...
+    pub cpu_s: f64,
+    /// ... and per second of the cell: cores in use (1.0 = one core busy).
+    pub cpu_cores: f64,
+    /// Open loop: send lateness (intended time to send), µs.
+    #[serde(default)]
+    pub send_lag: Option<Percentiles>,
+    /// The lateness p99 the cell is held to, µs: `[checks] max_send_lag` when set, else
+    /// 10 % of the time between two requests.
+    #[serde(default)]
+    pub lag_limit_us: Option<f64>,
+    /// False when the lateness p99 exceeded that limit: the cell's corrected latency holds
+    /// a delay of the generator's own and is not a measurement of the target alone.
+    #[serde(default = "yes")]
+    pub trusted: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
 /// One cell of the settings matrix: one configuration, measured once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CellResult {
@@ -372,6 +402,9 @@ pub struct CellResult {
     pub hlog: Option<String>,
     #[serde(default)]
     pub sidecar: Option<SidecarStats>,
+    /// The load generator's own part: its CPU and, in open loop, its send lateness.
+    #[serde(default)]
+    pub generator: Option<GeneratorStats>,
     #[serde(default)]
     pub checks: Vec<CheckResult>,
     /// True when this cell was cut short by an interrupt.

@@ -1,4 +1,5 @@
-//! Service-level objectives: `p99<50ms`, `p99.9<=1.5s`, `errors<0.1%`, `rate>=190/s`.
+//! Service-level objectives: `p99<50ms`, `p99.9<=1.5s`, `errors<0.1%`, `rate>=190/s`,
+//! `send_lag<50us` (the generator's own lateness, p99).
 //!
 //! Scenarios declare them (`slo = [...]`, checked by `loadgen validate` with their
 //! position), run.json carries them as written, and `report gate` evaluates them (and its
@@ -37,6 +38,8 @@ pub enum SloMetric {
     Errors,
     /// Achieved requests per second.
     Rate,
+    /// The generator's own send lateness, p99; threshold in µs.
+    SendLag,
 }
 
 /// One parsed objective.
@@ -85,6 +88,13 @@ impl Slo {
                 ))
             })?;
             (SloMetric::Latency(p), d.as_us())
+        } else if name == "send_lag" {
+            let d = Dur::parse(value).map_err(|_| {
+                err(format!(
+                    "'{value}' is not a duration with a unit (e.g. 50us)"
+                ))
+            })?;
+            (SloMetric::SendLag, d.as_us())
         } else if name == "errors" {
             let pct = value
                 .strip_suffix('%')
@@ -104,7 +114,7 @@ impl Slo {
             (SloMetric::Rate, v)
         } else {
             return Err(err(format!(
-                "unknown metric '{name}' (known: {}, errors, rate)",
+                "unknown metric '{name}' (known: {}, errors, rate, send_lag)",
                 LATENCY_STATS.join(", ")
             )));
         };
@@ -133,6 +143,8 @@ mod tests {
         );
         assert_eq!(Slo::parse("max<1m30s").unwrap().threshold, 90e6);
         assert_eq!(Slo::parse("p50<800us").unwrap().threshold, 800.0);
+        let s = Slo::parse("send_lag<50us").unwrap();
+        assert_eq!((s.metric, s.threshold), (SloMetric::SendLag, 50.0));
         let s = Slo::parse("errors<0.1%").unwrap();
         assert!((s.threshold - 0.001).abs() < 1e-12);
         let s = Slo::parse("rate>=190/s").unwrap();

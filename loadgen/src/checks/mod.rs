@@ -13,3 +13,5 @@ pub use strict_mtls::{client_tls_config, probe_tls, strict_mtls, MtlsTarget, Pro
 pub const CANARY_SPLIT: &str = "canary_split";
 /// Name of the STRICT mTLS check in results.
 pub const STRICT_MTLS: &str = "strict_mtls";
+/// Name of the per-cell check of the generator's send lateness (`[checks] max_send_lag`).
+pub const SEND_LAG: &str = "send_lag";

@@ -1,5 +1,5 @@
 //! A lane: takes a ticket, sends one request on its connection (HTTP/1.1: its own; HTTP/2:
-//! a stream of the shared one), and records the outcome in its connection's recorder.
+//! a stream of the shared one), and records the outcome in its worker's recorder.
 
 use super::conn::{self, Failure, SendKind, Sender};
 use super::schedule::Schedule;
@@ -85,9 +85,7 @@ impl Lane {
                 // the intended time. A ticket that waited for a lane to come free waited on
                 // the target (every connection busy), which is not the generator's doing.
                 if !closed && waiting_since <= intended {
-                    let lag = before.saturating_duration_since(intended);
-                    rec.send_lag
-                        .saturating_record((lag.as_micros() as u64).max(1));
+                    rec.record_lag(before.saturating_duration_since(intended));
                 }
                 rec.record(intended, sent, done, outcome);
             }

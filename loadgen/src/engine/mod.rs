@@ -1,36 +1,41 @@
 //! The load engine: runs one cell against one resolved target.
 //!
-//! Open loop: a scheduler thread releases request *i* at `start + i/rate` (precise
-//! `thread::sleep`, not the 1 ms tokio timer) by adding a permit to a FIFO semaphore; lanes
-//! take permits in order, so a lane that takes permit *i* sends request *i*, whose latency is
-//! measured from its intended time. When the target cannot keep up, permits pile up (a
-//! counter: memory stays flat) and the wait shows in corrected latency and achieved rate.
-//! Closed loop: each lane sends its next request when the previous one completes.
+//! [`run_cell`] starts `threads` workers (`worker`): each an OS thread with its own
+//! current-thread runtime, its share of the connections (split as evenly as possible), its
+//! share of the schedule, and one [`Recorder`]. Nothing on a request's path crosses
+//! threads.
+//!
+//! Open loop: request *i* of the cell is intended at `start + i/rate` and is worker
+//! `i mod N`'s; the worker releases it on time (`schedule`: spin, hybrid or sleep) into a
+//! FIFO semaphore; its lanes take permits in order, so a lane that takes permit *k* sends
+//! the worker's request *k*, whose latency is measured from its intended time. When the
+//! target cannot keep up, permits pile up (a counter: memory stays flat) and the wait shows
+//! in corrected latency and achieved rate. Closed loop: each lane sends its next request
+//! when the previous one completes.
 //!
 //! Each connection has `lanes` lanes: 1 for HTTP/1.1, `max_in_flight` for HTTP/2 (streams
-//! multiplexed on one connection). Lanes record into their connection's [`Recorder`]; the
-//! cell loop takes the interval histograms every second (interval log, progress) and merges
-//! the totals at the end.
+//! multiplexed on one connection). Once a second every worker sends the coordinator its
+//! interval (latency, send lag, counts), which writes it to the interval log and reports
+//! [`Progress`]; at the end the workers' recorders are merged with `Histogram::add`.
 
 pub mod conn;
 mod lane;
-mod schedule;
+pub mod schedule;
 mod target;
+mod worker;
 
+pub use schedule::Idle;
 pub use target::{ResolvedTarget, Target, TlsTarget};
 
-use crate::plan::Protocol;
-use crate::record::{Hlog, Pair, Recorder};
-use conn::Sender;
-use lane::Lane;
+use crate::record::{Hist, Hlog, Pair, Recorder};
 use meshbench_schema::LoadMode;
-use schedule::{spawn_scheduler, Schedule};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use schedule::CellBudget;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+use worker::{Start, WorkerSpec};
 
 /// How long a failed request waits for its connection's own error (its real cause).
 const CONN_ERROR_WAIT: Duration = Duration::from_millis(100);
@@ -59,6 +64,10 @@ pub struct CellLoad {
     pub requests: Option<u64>,
     pub warmup: Duration,
     pub think_time: Duration,
+    /// Engine worker threads (each with its own runtime, connections and recorder).
+    pub threads: u32,
+    /// How the workers wait for open-loop tickets.
+    pub idle: Idle,
 }
 
 /// Live figures, once a second.
@@ -89,9 +98,16 @@ pub struct CellMeasurement {
     /// Scheduled measured requests that were never sent (target too slow, or interrupted).
     pub unsent: u64,
     pub started_at: SystemTime,
+    pub generator: GeneratorUse,
 }
 
-/// Run one cell. `stop` turning true interrupts it (what was measured is kept).
+/// Run one cell on `load.threads` engine workers (at most one per connection). `stop`
+/// turning true interrupts it (what was measured is kept).
+///
+/// The workers connect; once all are connected the cell starts (`start`, then the warmup,
+/// then the measured window). Each worker sends a snapshot of every second; a second is
+/// written to the interval log (and reported as [`Progress`]) once every worker still
+/// running has sent it.
 pub async fn run_cell(
     target: Arc<Target>,
     load: &CellLoad,
@@ -99,30 +115,6 @@ pub async fn run_cell(
     mut stop: watch::Receiver<bool>,
     on_progress: &mut (dyn FnMut(&Progress) + Send),
 ) -> Result<CellMeasurement, EngineError> {
-    // Connections first, concurrently (failures are counted later, per request), so that
-    // connection set-up does not delay the first scheduled requests.
-    let mut connecting = JoinSet::new();
-    for i in 0..load.connections {
-        let t = target.clone();
-        connecting.spawn(async move { (i, conn::connect(&t).await.ok()) });
-    }
-    let mut firsts: Vec<Option<Sender>> = (0..load.connections).map(|_| None).collect();
-    while let Some(r) = connecting.join_next().await {
-        if let Ok((i, s)) = r {
-            firsts[i as usize] = s;
-        }
-    }
-    let started_at = SystemTime::now();
-    let start = Instant::now();
-    let window_start = start + load.warmup;
-    let mut hlog = match hlog {
-        Some(spec) => Some(Hlog::create(
-            &spec.path,
-            started_at + load.warmup,
-            &spec.comment,
-        )?),
-        None => None,
-    };
     let (rate, warmup_tickets, measured_tickets) = match (load.mode, load.rate) {
         (LoadMode::Open, Some(r)) => {
             let w = (load.warmup.as_secs_f64() * r - 1e-9).ceil().max(0.0) as u64;
@@ -141,162 +133,110 @@ pub async fn run_cell(
         LoadMode::Open => Some(Duration::from_secs_f64(measured_tickets as f64 / rate)),
         LoadMode::Closed => load.duration,
     };
-    let sched = Arc::new(Schedule {
-        mode: load.mode,
-        start,
-        rate,
-        warmup_tickets,
-        total_tickets: warmup_tickets + measured_tickets,
-        next: AtomicU64::new(0),
-        permits: Semaphore::new(0),
-        window_start,
-        window_end: load.duration.map(|d| window_start + d),
-        max_measured: load.requests,
-        measured_claimed: AtomicU64::new(0),
-        dispatched: AtomicU64::new(0),
-        stopped: AtomicBool::new(false),
-    });
-
-    let mut lanes = JoinSet::new();
-    let mut recorders = Vec::new();
-    let mut lane_count = 0usize;
-    for first in firsts {
-        let rec = Arc::new(Mutex::new(Recorder::default()));
-        recorders.push(rec.clone());
-        let h2 = match &first {
-            Some(s) => s.is_h2(),
-            None => target.protocol == Protocol::Http2,
-        };
-        if h2 && first.is_some() {
-            rec.lock().expect("recorder lock").saw_h2 = true;
-        }
-        let n = if h2 { load.max_in_flight.max(1) } else { 1 };
-        let slot = Arc::new(tokio::sync::Mutex::new(first));
-        for _ in 0..n {
-            lane_count += 1;
-            let lane = Lane {
-                target: target.clone(),
-                sched: sched.clone(),
-                rec: rec.clone(),
-                slot: slot.clone(),
-                own: None,
-                stop: stop.clone(),
-                think: load.think_time,
-            };
-            lanes.spawn(lane.run());
-        }
-    }
-    let scheduler =
-        (load.mode == LoadMode::Open).then(|| spawn_scheduler(sched.clone(), lane_count, start));
-
-    let mut ticker = tokio::time::interval_at(
-        window_start + Duration::from_secs(1),
-        Duration::from_secs(1),
-    );
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_edge = window_start;
-    let mut interval = Pair::default();
-    let mut total_requests = 0u64;
-    let mut total_errors = 0u64;
-    let mut interrupted = *stop.borrow();
-    if interrupted {
-        sched.stop();
-    }
-    let mut drain_deadline = Instant::now() + INTERRUPT_DRAIN;
-    let give_up_after = load.mode == LoadMode::Open;
-    let sched_end = planned.map(|p| window_start + p);
-    let give_up_at = sched_end.map(|e| e + target.timeout + Duration::from_secs(1));
-    let mut gave_up = false;
-
-    let collect = |until: Instant,
-                   last_edge: &mut Instant,
-                   interval: &mut Pair,
-                   hlog: &mut Option<Hlog>,
-                   total_requests: &mut u64,
-                   total_errors: &mut u64|
-     -> Result<Progress, EngineError> {
-        interval.reset();
-        let (mut n, mut e) = (0, 0);
-        for r in &recorders {
-            let (a, b) = r.lock().expect("recorder lock").take_interval(interval);
-            n += a;
-            e += b;
-        }
-        *total_requests += n;
-        *total_errors += e;
-        let len = until.saturating_duration_since(*last_edge);
-        if let Some(h) = hlog.as_mut() {
-            if !len.is_zero() {
-                h.write(
-                    last_edge.saturating_duration_since(window_start),
-                    len,
-                    interval,
-                )?;
-            }
-        }
-        *last_edge = until;
-        Ok(Progress {
-            elapsed: until.saturating_duration_since(window_start),
+    let workers = (load.threads.max(1)).min(load.connections.max(1)) as usize;
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+    let (start_tx, start_rx) = watch::channel(None);
+    let (snap_tx, mut snap_rx) = mpsc::unbounded_channel();
+    let budget = Arc::new(CellBudget::default());
+    let mut handles = Vec::with_capacity(workers);
+    for w in 0..workers {
+        // connections split as evenly as possible
+        let connections = load.connections / workers as u32
+            + u32::from((w as u32) < load.connections % workers as u32);
+        let spec = WorkerSpec {
+            index: w,
+            workers,
+            target: target.clone(),
+            connections,
+            load: load.clone(),
+            rate,
+            warmup_tickets,
+            total_tickets: warmup_tickets + measured_tickets,
             planned,
-            requests: *total_requests,
-            errors: *total_errors,
-            rate: if len.is_zero() {
-                0.0
-            } else {
-                n as f64 / len.as_secs_f64()
-            },
-            p99_us: crate::record::percentiles(&interval.corrected).p99_us,
-        })
+            budget: budget.clone(),
+            stop: stop.clone(),
+            ready: ready_tx.clone(),
+            start: start_rx.clone(),
+            snapshots: snap_tx.clone(),
+        };
+        handles.push(worker::spawn(spec).map_err(|e| EngineError::Target {
+            url: target.authority.clone(),
+            message: format!("cannot start an engine thread: {e}"),
+        })?);
+    }
+    drop((ready_tx, snap_tx, start_rx));
+    for _ in 0..workers {
+        if ready_rx.recv().await.is_none() {
+            break;
+        }
+    }
+    let started_at = SystemTime::now();
+    let start = Instant::now();
+    let window_start = start + load.warmup;
+    let _ = start_tx.send(Some(Start {
+        at: start,
+        window_start,
+    }));
+    let mut hlog = match hlog {
+        Some(spec) => Some(Hlog::create(
+            &spec.path,
+            started_at + load.warmup,
+            &spec.comment,
+        )?),
+        None => None,
     };
-
+    let mut merge = IntervalMerge {
+        pending: BTreeMap::new(),
+        written: 0,
+        requests: 0,
+        errors: 0,
+        window_start,
+        planned,
+        open: load.mode == LoadMode::Open,
+    };
+    // per worker: the index of its last snapshot, once it has sent it
+    let mut finished: Vec<Option<u64>> = vec![None; workers];
+    let mut interrupted = *stop.borrow();
     loop {
         tokio::select! {
-            _ = ticker.tick() => {
-                let p = collect(Instant::now(), &mut last_edge, &mut interval, &mut hlog, &mut total_requests, &mut total_errors)?;
-                on_progress(&p);
-            }
-            r = lanes.join_next() => {
-                if r.is_none() { break; }
+            s = snap_rx.recv() => {
+                let Some(s) = s else { break };
+                let index = merge.add(&s);
+                if s.last {
+                    finished[s.worker] = Some(index);
+                }
+                merge.flush(&finished, &mut hlog, on_progress)?;
             }
             _ = stopped(&mut stop), if !interrupted => {
+                // the workers watch `stop` themselves; here only the flag is kept
                 interrupted = true;
-                sched.stop();
-                drain_deadline = Instant::now() + INTERRUPT_DRAIN.min(target.timeout);
-            }
-            _ = tokio::time::sleep_until(drain_deadline), if interrupted => {
-                lanes.abort_all();
-                while lanes.join_next().await.is_some() {}
-                break;
-            }
-            _ = tokio::time::sleep_until(give_up_at.unwrap_or(start)), if give_up_after && !gave_up && !interrupted && give_up_at.is_some() => {
-                // The target could not keep up: stop sending the backlog; what was not
-                // sent is reported as unsent.
-                gave_up = true;
-                sched.stop();
             }
         }
     }
-    // Lanes also watch `stop` and may all end before the branch above saw it.
-    interrupted |= *stop.borrow();
-    sched.stop();
-    if let Some(s) = scheduler {
-        let _ = tokio::task::spawn_blocking(move || s.join()).await;
+    let mut outs = Vec::with_capacity(workers);
+    for h in handles {
+        let out = tokio::task::spawn_blocking(move || h.join())
+            .await
+            .ok()
+            .and_then(|r| r.ok());
+        outs.extend(out);
     }
-    let end = Instant::now();
-    collect(
-        end,
-        &mut last_edge,
-        &mut interval,
-        &mut hlog,
-        &mut total_requests,
-        &mut total_errors,
-    )?;
+    merge.flush(&vec![Some(0); workers], &mut hlog, on_progress)?;
     if let Some(h) = hlog {
         h.finish()?;
     }
+    interrupted |= *stop.borrow() || outs.iter().any(|o| o.interrupted);
     let mut rec = Recorder::default();
-    for r in &recorders {
-        rec.merge(&r.lock().expect("recorder lock"));
+    let mut dispatched = 0;
+    let mut own_measured = 0;
+    let mut cpu = Duration::ZERO;
+    let mut end = start;
+    for o in &outs {
+        rec.merge(&o.rec);
+        dispatched += o.dispatched;
+        own_measured += o.own_measured;
+        cpu += o.cpu;
+        end = end.max(o.end);
     }
     let measured = if interrupted {
         end.saturating_duration_since(window_start)
@@ -308,16 +248,133 @@ pub async fn run_cell(
         planned.map_or(to_last, |p| p.max(to_last))
     };
     let unsent = match load.mode {
-        LoadMode::Open => measured_tickets.saturating_sub(sched.dispatched.load(Ordering::Relaxed)),
+        LoadMode::Open => own_measured.saturating_sub(dispatched),
         LoadMode::Closed => 0,
     };
+    let wall = end.saturating_duration_since(start);
     Ok(CellMeasurement {
         rec,
         duration_s: measured.as_secs_f64(),
         interrupted,
         unsent,
         started_at,
+        generator: GeneratorUse {
+            workers: workers as u32,
+            idle: load.idle,
+            cpu,
+            wall,
+        },
     })
+}
+
+/// One interval being merged: workers heard from, latency, send lag, counts, last time.
+struct Merging {
+    heard: usize,
+    pair: Pair,
+    lag: Hist,
+    requests: u64,
+    errors: u64,
+    until: Instant,
+}
+
+/// The workers' snapshots, merged per interval and written in order.
+struct IntervalMerge {
+    pending: BTreeMap<u64, Merging>,
+    /// The last interval written.
+    written: u64,
+    requests: u64,
+    errors: u64,
+    window_start: Instant,
+    planned: Option<Duration>,
+    open: bool,
+}
+
+impl IntervalMerge {
+    /// Add a snapshot; returns the interval it went into (a second already written, when a
+    /// worker lagged, goes into the next one).
+    fn add(&mut self, s: &worker::Snapshot) -> u64 {
+        let index = s.index.max(self.written + 1);
+        let m = self.pending.entry(index).or_insert_with(|| Merging {
+            heard: 0,
+            pair: Pair::default(),
+            lag: crate::record::new_hist(),
+            requests: 0,
+            errors: 0,
+            until: s.until,
+        });
+        m.heard += 1;
+        m.pair.add(&s.pair);
+        let _ = m.lag.add(&s.lag);
+        m.requests += s.requests;
+        m.errors += s.errors;
+        m.until = m.until.max(s.until);
+        index
+    }
+
+    /// Write every interval that every worker still running has sent (`finished[w]`: the
+    /// index of worker w's last snapshot, once sent).
+    fn flush(
+        &mut self,
+        finished: &[Option<u64>],
+        hlog: &mut Option<Hlog>,
+        on_progress: &mut (dyn FnMut(&Progress) + Send),
+    ) -> Result<(), EngineError> {
+        while let Some(entry) = self.pending.first_entry() {
+            let k = *entry.key();
+            let running = finished
+                .iter()
+                .filter(|f| f.is_none_or(|last| last >= k))
+                .count();
+            let all_done = finished.iter().all(|f| f.is_some_and(|last| last <= k));
+            if entry.get().heard < running && !all_done {
+                break;
+            }
+            let m = entry.remove();
+            let from = self.window_start + Duration::from_secs(k - 1);
+            let to = if all_done && self.pending.is_empty() {
+                m.until.max(from)
+            } else {
+                self.window_start + Duration::from_secs(k)
+            };
+            let len = to.saturating_duration_since(from);
+            self.requests += m.requests;
+            self.errors += m.errors;
+            if let Some(h) = hlog.as_mut() {
+                if !len.is_zero() {
+                    h.write(
+                        from.saturating_duration_since(self.window_start),
+                        len,
+                        &m.pair,
+                        self.open.then_some(&m.lag),
+                    )?;
+                }
+            }
+            self.written = k;
+            on_progress(&Progress {
+                elapsed: to.saturating_duration_since(self.window_start),
+                planned: self.planned,
+                requests: self.requests,
+                errors: self.errors,
+                rate: if len.is_zero() {
+                    0.0
+                } else {
+                    m.requests as f64 / len.as_secs_f64()
+                },
+                p99_us: crate::record::percentiles(&m.pair.corrected).p99_us,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What the generator itself used in a cell: its engine threads' CPU time over the cell
+/// (pre-connecting excluded), and how it waited between tickets.
+#[derive(Debug, Clone, Copy)]
+pub struct GeneratorUse {
+    pub workers: u32,
+    pub idle: Idle,
+    pub cpu: Duration,
+    pub wall: Duration,
 }
 
 /// Resolves once `stop` is true; never when its sender is gone without saying so.

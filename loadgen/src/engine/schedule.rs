@@ -1,28 +1,86 @@
-//! The schedule of a cell: open-loop tickets released on time by a scheduler thread into a
-//! FIFO semaphore (request *i* intended at `start + i/rate`), or closed-loop claims.
+//! The schedule of one engine worker: its share of the cell's open-loop tickets (ticket
+//! *i* of the cell, intended at `start + i/rate`, belongs to worker `i mod N`), released on
+//! time into a FIFO semaphore that its lanes take them from; or closed-loop claims.
+//!
+//! How the releasing side waits for a ticket's intended time is the idle strategy:
+//!
+//! - [`Idle::Spin`]: a task of the worker's own runtime checks the clock between every
+//!   other task and I/O poll of the worker, never parking the thread: a ticket is taken
+//!   by a lane of the same thread as soon as it is due, with no wake-up of another
+//!   thread between the schedule and the write (one core per worker, always);
+//! - [`Idle::Hybrid`]: the same, but sleeps (tokio timer) while the next ticket is more
+//!   than [`SPIN_AHEAD`] away: spins only near due times (at rates above ~500/s per
+//!   worker that is all the time);
+//! - [`Idle::Sleep`]: a plain thread sleeps until each due time and hands the ticket to the
+//!   worker's runtime (a cross-thread wake-up: lateness up to the host's wake-up latency,
+//!   about no CPU).
 
 use meshbench_schema::LoadMode;
+use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-/// Shared schedule state of a cell.
+/// How a worker waits for its next ticket's intended time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Idle {
+    Spin,
+    #[default]
+    Hybrid,
+    Sleep,
+}
+
+impl Idle {
+    pub fn parse(s: &str) -> Option<Idle> {
+        match s {
+            "spin" => Some(Idle::Spin),
+            "hybrid" => Some(Idle::Hybrid),
+            "sleep" => Some(Idle::Sleep),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Idle::Spin => "spin",
+            Idle::Hybrid => "hybrid",
+            Idle::Sleep => "sleep",
+        }
+    }
+}
+
+/// Hybrid: how long before a due time the worker stops sleeping and spins (the tokio timer
+/// has 1 ms resolution; a sleeping thread wakes up to ~1.5 ms late on a busy guest).
+pub const SPIN_AHEAD: Duration = Duration::from_millis(2);
+
+/// State the workers of one cell share (closed loop: the measured-request budget).
+#[derive(Debug, Default)]
+pub(super) struct CellBudget {
+    pub(super) measured_claimed: AtomicU64,
+}
+
+/// One worker's schedule.
 pub(super) struct Schedule {
     pub(super) mode: LoadMode,
     pub(super) start: Instant,
     pub(super) rate: f64,
-    /// Open loop: first measured ticket and total tickets (warmup + measured).
+    /// This worker's tickets are `first + k * step` of the cell's.
+    pub(super) first: u64,
+    pub(super) step: u64,
+    /// Open loop: the cell's first measured ticket and total tickets (warmup + measured).
     pub(super) warmup_tickets: u64,
     pub(super) total_tickets: u64,
+    /// Tickets of this worker taken so far (k).
     pub(super) next: AtomicU64,
     pub(super) permits: Semaphore,
     /// Closed loop.
     pub(super) window_start: Instant,
     pub(super) window_end: Option<Instant>,
     pub(super) max_measured: Option<u64>,
-    pub(super) measured_claimed: AtomicU64,
+    pub(super) budget: Arc<CellBudget>,
     /// Measured requests actually sent.
     pub(super) dispatched: AtomicU64,
     pub(super) stopped: AtomicBool,
@@ -34,6 +92,26 @@ pub(super) struct Ticket {
 }
 
 impl Schedule {
+    /// How many of the cell's tickets are this worker's.
+    pub fn own_tickets(&self) -> u64 {
+        if self.first >= self.total_tickets {
+            0
+        } else {
+            (self.total_tickets - self.first).div_ceil(self.step)
+        }
+    }
+
+    /// The cell-wide index of this worker's `k`-th ticket.
+    pub fn ticket(&self, k: u64) -> u64 {
+        self.first + k * self.step
+    }
+
+    /// Intended time of the cell's ticket `i`.
+    pub fn intended(&self, i: u64) -> Instant {
+        // rate >= MIN_RATE and i < 2^53 (bounded by the plan): finite and in range
+        self.start + Duration::from_secs_f64(i as f64 / self.rate)
+    }
+
     pub async fn claim(&self) -> Option<Ticket> {
         if self.stopped.load(Ordering::Relaxed) {
             return None;
@@ -41,12 +119,13 @@ impl Schedule {
         match self.mode {
             LoadMode::Open => {
                 self.permits.acquire().await.ok()?.forget();
-                let i = self.next.fetch_add(1, Ordering::Relaxed);
-                if i >= self.total_tickets {
+                let k = self.next.fetch_add(1, Ordering::Relaxed);
+                if k >= self.own_tickets() {
                     return None;
                 }
+                let i = self.ticket(k);
                 Some(Ticket {
-                    intended: self.start + Duration::from_secs_f64(i as f64 / self.rate),
+                    intended: self.intended(i),
                     measured: i >= self.warmup_tickets,
                 })
             }
@@ -58,7 +137,7 @@ impl Schedule {
                         return None;
                     }
                     if let Some(n) = self.max_measured {
-                        if self.measured_claimed.fetch_add(1, Ordering::Relaxed) >= n {
+                        if self.budget.measured_claimed.fetch_add(1, Ordering::Relaxed) >= n {
                             return None;
                         }
                     }
@@ -75,41 +154,111 @@ impl Schedule {
         self.stopped.store(true, Ordering::Relaxed);
         self.permits.close();
     }
+
+    fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
+    }
 }
 
-/// Releases open-loop tickets on time from a plain thread (µs-precise sleeps).
-pub(super) fn spawn_scheduler(
+/// Spin and hybrid: release this worker's tickets from a task of its own runtime. After
+/// the last one, one extra permit per lane lets every lane see the end.
+pub(super) async fn release_in_runtime(sched: Arc<Schedule>, lanes: usize, idle: Idle) {
+    let own = sched.own_tickets();
+    let mut k = 0;
+    while k < own {
+        if sched.is_stopped() {
+            return;
+        }
+        let due = sched.intended(sched.ticket(k));
+        let now = Instant::now();
+        if now >= due {
+            // every ticket that is due, at once (a late worker catches up)
+            sched.permits.add_permits(1);
+            k += 1;
+            continue;
+        }
+        if idle == Idle::Hybrid && due - now > SPIN_AHEAD {
+            tokio::time::sleep_until(due - SPIN_AHEAD).await;
+        } else {
+            // back to the runtime: other tasks run and I/O is polled (epoll, no wait),
+            // then this task is polled again
+            tokio::task::yield_now().await;
+        }
+    }
+    sched.permits.add_permits(lanes);
+}
+
+/// Sleep: release this worker's tickets on time from a plain thread (µs sleeps, timer
+/// slack 1 ns); the ticket wakes the worker's runtime. Returns the thread's CPU time.
+pub(super) fn spawn_sleeping_releaser(
     sched: Arc<Schedule>,
     lanes: usize,
-    rt_start: Instant,
-) -> std::thread::JoinHandle<()> {
-    let start = rt_start.into_std();
+) -> std::thread::JoinHandle<Duration> {
     std::thread::spawn(move || {
-        // Wake on time rather than up to the default 50 µs late.
         let _ = nix::sys::prctl::set_timerslack(1);
-        let mut released: u64 = 0;
-        while released < sched.total_tickets {
-            if sched.stopped.load(Ordering::Relaxed) {
-                return;
+        let own = sched.own_tickets();
+        let mut k = 0;
+        while k < own {
+            if sched.is_stopped() {
+                return super::worker::thread_cpu();
             }
+            let due = sched.intended(sched.ticket(k)).into_std();
             let now = std::time::Instant::now();
-            let elapsed = now.saturating_duration_since(start).as_secs_f64();
-            // Tickets whose intended time has come: i/rate <= elapsed.
-            let due = ((elapsed * sched.rate).floor() as u64 + 1).min(sched.total_tickets);
-            if due > released {
-                sched.permits.add_permits((due - released) as usize);
-                released = due;
+            if now >= due {
+                sched.permits.add_permits(1);
+                k += 1;
                 continue;
             }
-            let next_at = start + Duration::from_secs_f64(released as f64 / sched.rate);
-            let wait = next_at
-                .saturating_duration_since(now)
-                .min(Duration::from_millis(5));
-            if !wait.is_zero() {
-                std::thread::sleep(wait);
-            }
+            std::thread::sleep((due - now).min(Duration::from_millis(5)));
         }
-        // One extra permit per lane lets every lane see the end of the schedule.
         sched.permits.add_permits(lanes);
+        super::worker::thread_cpu()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sched(first: u64, step: u64, total: u64) -> Schedule {
+        let now = Instant::now();
+        Schedule {
+            mode: LoadMode::Open,
+            start: now,
+            rate: 1000.0,
+            first,
+            step,
+            warmup_tickets: 0,
+            total_tickets: total,
+            next: AtomicU64::new(0),
+            permits: Semaphore::new(0),
+            window_start: now,
+            window_end: None,
+            max_measured: None,
+            budget: Arc::default(),
+            dispatched: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
+        }
+    }
+
+    #[test]
+    fn the_workers_shares_are_the_whole_schedule_once() {
+        for (n, total) in [(1u64, 10u64), (2, 10), (3, 10), (4, 3), (3, 0)] {
+            let mut all: Vec<u64> = (0..n)
+                .flat_map(|w| {
+                    let s = sched(w, n, total);
+                    (0..s.own_tickets()).map(move |k| s.ticket(k))
+                })
+                .collect();
+            all.sort();
+            assert_eq!(
+                all,
+                (0..total).collect::<Vec<_>>(),
+                "{n} workers, {total} tickets"
+            );
+        }
+        let s = sched(1, 3, 10);
+        // ticket 4 of the cell is intended 4 ms after the start
+        assert_eq!(s.intended(s.ticket(1)) - s.start, Duration::from_millis(4));
+    }
 }

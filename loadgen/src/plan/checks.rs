@@ -17,6 +17,43 @@ pub struct ChecksSpec {
     pub subset_header: String,
     pub confidence: f64,
     pub strict_mtls: bool,
+    /// The send lateness (p99) a cell may have before it fails.
+    pub max_send_lag: Option<LagLimit>,
+}
+
+/// How late the generator may send open-loop requests before a cell is not trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LagLimit {
+    /// An absolute lateness, µs.
+    Micros(f64),
+    /// A share (0..1) of the time between two requests at the cell's rate.
+    ShareOfInterval(f64),
+}
+
+/// Without `max_send_lag`, a cell whose lateness p99 exceeds this share of the time between
+/// two requests is flagged untrusted (a rule proposed for open-loop generators).
+pub const DEFAULT_LAG_SHARE: f64 = 0.10;
+
+impl LagLimit {
+    /// The limit in µs at `rate` requests/s.
+    pub fn micros(self, rate: f64) -> f64 {
+        match self {
+            LagLimit::Micros(us) => us,
+            LagLimit::ShareOfInterval(s) => s * 1e6 / rate,
+        }
+    }
+
+    fn parse(s: &str) -> Option<LagLimit> {
+        let t = s.trim();
+        if let Some(p) = t.strip_suffix('%') {
+            let v: f64 = p.trim().parse().ok()?;
+            return (v > 0.0 && v <= 100.0).then_some(LagLimit::ShareOfInterval(v / 100.0));
+        }
+        let d = meshbench_schema::units::Dur::parse(t).ok()?;
+        (!d.0.is_zero() && d.0 <= std::time::Duration::from_secs(60))
+            .then_some(LagLimit::Micros(d.as_us()))
+    }
 }
 
 /// Validate `[checks]`. `mesh` supplies the default weights and header for an embedded
@@ -106,10 +143,25 @@ pub(super) fn checks(
             *b.get_ref()
         }
     };
+    let max_send_lag = match &raw.max_send_lag {
+        None => None,
+        Some(v) => Some(LagLimit::parse(v.get_ref()).ok_or_else(|| {
+            at(
+                src,
+                v.span(),
+                "checks.max_send_lag",
+                format!(
+                    "`{}` is not a lateness: a duration up to 60s (\"50us\") or a share of the interval (\"10%\")",
+                    v.get_ref()
+                ),
+            )
+        })?),
+    };
     Ok(ChecksSpec {
         weights,
         subset_header,
         confidence,
         strict_mtls,
+        max_send_lag,
     })
 }

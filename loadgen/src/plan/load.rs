@@ -2,6 +2,7 @@
 //! bounded to what the engine can honour.
 
 use super::target::bounded_dur;
+use crate::engine::Idle;
 use crate::scenario::{LoadSection, ModeRaw, Source, SpecError};
 use meshbench_schema::units::Dur;
 use meshbench_schema::LoadMode;
@@ -34,6 +35,8 @@ pub struct LoadPlan {
     /// Concurrent HTTP/2 streams per connection (HTTP/1.1 always 1).
     pub max_in_flight: u32,
     pub threads: u32,
+    /// How the engine waits for open-loop send times.
+    pub idle: Idle,
 }
 
 /// An open-loop rate, checked against [`MIN_RATE`]..=[`MAX_RATE`].
@@ -96,8 +99,19 @@ pub(super) fn load(src: &Source, l: &LoadSection) -> Result<LoadPlan, SpecError>
         4,
     )? as u32;
     let max_in_flight = int(src, &l.max_in_flight, "load.max_in_flight", 1, 10_000, 16)? as u32;
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as i64);
-    let threads = int(src, &l.threads, "load.threads", 1, 1024, cpus)? as u32;
+    let threads = int(src, &l.threads, "load.threads", 1, 1024, 1)? as u32;
+    let idle = match &l.idle {
+        None => Idle::default(),
+        Some(i) => Idle::parse(i.get_ref()).ok_or_else(|| {
+            src.error_at(
+                i.span(),
+                format!(
+                    "load.idle `{}`: expected \"spin\", \"hybrid\" or \"sleep\"",
+                    i.get_ref()
+                ),
+            )
+        })?,
+    };
     let duration = l
         .duration
         .as_ref()
@@ -163,5 +177,6 @@ pub(super) fn load(src: &Source, l: &LoadSection) -> Result<LoadPlan, SpecError>
         think_time,
         max_in_flight,
         threads,
+        idle,
     })
 }

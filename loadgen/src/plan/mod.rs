@@ -18,7 +18,7 @@ mod mesh;
 mod ser;
 pub mod target;
 
-pub use checks::ChecksSpec;
+pub use checks::{ChecksSpec, LagLimit};
 pub use load::LoadPlan;
 pub use matrix::{CellPlan, CpuLimit, Matrix, SidecarCell};
 pub use target::{Protocol, RequestPlan, TlsPlan};

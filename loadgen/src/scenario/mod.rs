@@ -140,8 +140,10 @@ pub struct LoadSection {
     pub think_time: Option<Spanned<Dur>>,
     /// HTTP/2: concurrent streams per connection (default 16). HTTP/1.1 always uses 1.
     pub max_in_flight: Option<Spanned<i64>>,
-    /// Engine threads (default: available CPUs).
+    /// Engine worker threads (default 1), each with its own connections.
     pub threads: Option<Spanned<i64>>,
+    /// How the engine waits for open-loop send times: "spin", "hybrid" (default), "sleep".
+    pub idle: Option<Spanned<String>>,
 }
 
 /// `[app]`: the built-in app server as the target.
@@ -238,4 +240,7 @@ pub struct ChecksSection {
     /// Verify STRICT mTLS (plaintext and cert-less TLS refused); default true when the
     /// target is TLS.
     pub strict_mtls: Option<Spanned<bool>>,
+    /// Fail a cell whose send lateness p99 exceeds this: a duration ("50us") or a share of
+    /// the time between two requests ("10%").
+    pub max_send_lag: Option<Spanned<String>>,
 }

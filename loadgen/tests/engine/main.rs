@@ -11,12 +11,15 @@
 //!   hostname, HTTP/2 GOAWAY; bounded time, every failure in its class
 //! - `hardening` the binary against hostile input: concurrent runs, reused and symlinked
 //!   run directories, a killed run, values that validate but cannot run, FIFOs, memory
+//! - `precision` send lateness recorded and reported; a late cell fails `max_send_lag`;
+//!   spin / hybrid / sleep run the same schedule into the same results
 //! - `cli`       bad scenarios (one line, file:line:col, exit 2), validate, --set, --json,
 //!   SIGINT (interrupted run.json, exit 130), `serve` contract
 
 mod cli;
 mod faults;
 mod hardening;
+mod precision;
 mod protocols;
 mod timing;
 mod tls;

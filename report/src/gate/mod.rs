@@ -133,9 +133,17 @@ fn slo_on_cell(slo: &Slo, cell: &LoadedCell) -> GateResult {
                 )
             }
         }
+        SloMetric::SendLag => match c.generator.as_ref().and_then(|g| g.send_lag) {
+            Some(l) => (Some(l.p99_us), format!("send lag p99 {}", us(l.p99_us))),
+            None => (None, String::new()),
+        },
         SloMetric::Rate => (Some(c.achieved_rate), format!("{:.1}/s", c.achieved_rate)),
     };
     let (verdict, explanation) = match value {
+        None if slo.metric == SloMetric::SendLag => (
+            Verdict::Failed,
+            "no send lateness was measured in this cell (closed loop, or nothing sent), so the SLO cannot be judged".to_string(),
+        ),
         None => (
             Verdict::Failed,
             "no completed requests in this cell, so the SLO cannot be met".to_string(),

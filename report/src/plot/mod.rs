@@ -6,6 +6,7 @@
 
 pub mod errors;
 pub mod fleet;
+pub mod lag;
 pub mod matrix;
 pub mod percentile;
 pub mod split;
@@ -150,6 +151,7 @@ pub enum AnyChart {
     PercentileOverlay(percentile::PercentileOverlay),
     Matrix(matrix::MatrixChart),
     Timeline(timeline::TimelineChart),
+    Lag(lag::LagChart),
     Split(split::SplitChart),
     Errors(errors::ErrorsChart),
     Fleet(fleet::FleetChart),
@@ -162,6 +164,7 @@ macro_rules! each {
             AnyChart::PercentileOverlay($c) => $e,
             AnyChart::Matrix($c) => $e,
             AnyChart::Timeline($c) => $e,
+            AnyChart::Lag($c) => $e,
             AnyChart::Split($c) => $e,
             AnyChart::Errors($c) => $e,
             AnyChart::Fleet($c) => $e,
@@ -248,6 +251,9 @@ pub fn build_charts(run: &LoadedRun) -> ChartSet {
         match timeline::TimelineChart::from_cell(i, cell) {
             Ok(c) => set.charts.push((place.clone(), AnyChart::Timeline(c))),
             Err(why) => set.not_drawn.push(why),
+        }
+        if let Some(c) = lag::LagChart::from_cell(i, cell) {
+            set.charts.push((place.clone(), AnyChart::Lag(c)));
         }
         if let Some(c) = split::SplitChart::from_cell(i, cell, &run.run) {
             set.charts.push((place, AnyChart::Split(c)));

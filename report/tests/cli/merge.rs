@@ -198,8 +198,13 @@ fn merging_long_logs_streams_in_bounded_memory() {
             h.reset();
             h.record(100 + (s % 1000) + w).unwrap();
             for tag in [HLOG_TAG_CORRECTED, HLOG_TAG_UNCORRECTED] {
-                log.write(Duration::from_secs(s), Duration::from_secs(1), Some(tag), &h)
-                    .unwrap();
+                log.write(
+                    Duration::from_secs(s),
+                    Duration::from_secs(1),
+                    Some(tag),
+                    &h,
+                )
+                .unwrap();
             }
         }
         log.finish().unwrap();
@@ -219,7 +224,10 @@ fn merging_long_logs_streams_in_bounded_memory() {
         if let Some(st) = child.try_wait().unwrap() {
             break st;
         }
-        assert!(t0.elapsed() < Duration::from_secs(120), "merge did not finish");
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "merge did not finish"
+        );
         std::thread::sleep(Duration::from_millis(10));
     };
     assert!(status.success());

@@ -36,6 +36,14 @@ fn every_chart_exists_as_svg_and_png_with_its_series_labels() {
         }
         expected.push((format!("p99-over-time-{:02}-{slug}", i + 1), timeline));
         expected.push((
+            format!("send-lag-{:02}-{slug}", i + 1),
+            vec![
+                "p99 per second, corrected (ms, left axis)",
+                "send lag p99 per second (µs, right axis)",
+                "send lag limit",
+            ],
+        ));
+        expected.push((
             format!("subsets-{:02}-{slug}", i + 1),
             vec![
                 "observed requests",
@@ -90,7 +98,7 @@ fn report_html_holds_every_chart_inline_and_references_nothing_outside() {
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "svg"))
         .collect::<Vec<_>>();
-    assert_eq!(svgs.len(), 3 + 3 * 4);
+    assert_eq!(svgs.len(), 3 + 4 * 4);
     for svg in &svgs {
         let id = svg.file_stem().unwrap().to_str().unwrap();
         assert!(
@@ -143,7 +151,7 @@ fn summary_md_has_one_row_per_cell_with_percentiles_rate_errors_and_checks() {
     let run = small_matrix(dir.path());
     report::render(dir.path()).unwrap();
     let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
-    assert!(md.contains("| cell | requests | rate (achieved / target) | p50 | p90 | p99 | p99.9 | errors | checks |"));
+    assert!(md.contains("| cell | requests | rate (achieved / target) | p50 | p90 | p99 | p99.9 | send lag p99 | errors | checks |"));
     for c in &run.cells {
         let row = md
             .lines()

@@ -35,6 +35,8 @@ pub struct CellSpec {
     pub cpu_applied: bool,
     /// Second-to-second noise: each second's latencies are scaled by exp(jitter * N(0,1)).
     pub jitter: f64,
+    /// Median send lateness of the generator, µs (0: closed loop, no send_lag tag).
+    pub lag_us: f64,
 }
 
 impl CellSpec {
@@ -54,6 +56,7 @@ impl CellSpec {
             throttled: false,
             cpu_applied: true,
             jitter: 0.0,
+            lag_us: 15.0,
         }
     }
 }
@@ -118,8 +121,36 @@ pub fn cell_seconds(spec: &CellSpec) -> Vec<(Histogram<u64>, Histogram<u64>)> {
     out
 }
 
+/// Per-second send-lag histograms of one cell (empty when `lag_us` is 0).
+pub fn lag_seconds(spec: &CellSpec) -> Vec<Histogram<u64>> {
+    if spec.lag_us <= 0.0 {
+        return vec![];
+    }
+    let mut rng = StdRng::seed_from_u64(spec.seed ^ 0x1a9);
+    (0..spec.seconds)
+        .map(|_| {
+            let mut h = new_hist();
+            for _ in 0..spec.rate {
+                h.record(sample(&mut rng, spec.lag_us, 0.6).max(1.0) as u64)
+                    .unwrap();
+            }
+            h
+        })
+        .collect()
+}
+
 /// Write an interval log of (corrected, uncorrected) per-second histograms.
 pub fn write_hlog(path: &Path, seconds: &[(Histogram<u64>, Histogram<u64>)], base_s: u64) {
+    write_hlog_with_lag(path, seconds, &[], base_s)
+}
+
+/// [`write_hlog`], plus a `send_lag` interval per second from `lag`.
+pub fn write_hlog_with_lag(
+    path: &Path,
+    seconds: &[(Histogram<u64>, Histogram<u64>)],
+    lag: &[Histogram<u64>],
+    base_s: u64,
+) {
     let mut buf = Vec::new();
     {
         let mut ser = V2DeflateSerializer::new();
@@ -145,6 +176,10 @@ pub fn write_hlog(path: &Path, seconds: &[(Histogram<u64>, Histogram<u64>)], bas
                 Tag::new(HLOG_TAG_UNCORRECTED),
             )
             .unwrap();
+            if let Some(l) = lag.get(i) {
+                w.write_histogram(l, start, Duration::from_secs(1), Tag::new("send_lag"))
+                    .unwrap();
+            }
         }
     }
     std::fs::write(path, buf).unwrap();
@@ -152,8 +187,15 @@ pub fn write_hlog(path: &Path, seconds: &[(Histogram<u64>, Histogram<u64>)], bas
 
 pub fn cell(dir: &Path, index: usize, spec: &CellSpec) -> CellResult {
     let seconds = cell_seconds(spec);
+    let lags = lag_seconds(spec);
     let hlog = format!("cell-{index}.hlog");
-    write_hlog(&dir.join(&hlog), &seconds, 1_790_000_000);
+    write_hlog_with_lag(&dir.join(&hlog), &seconds, &lags, 1_790_000_000);
+    let mut lag_total = new_hist();
+    for l in &lags {
+        lag_total.add(l).unwrap();
+    }
+    let lag_limit = 0.1 * 1e6 / spec.rate as f64;
+    let send_lag = (!lags.is_empty()).then(|| percentiles(&lag_total));
     let mut c = new_hist();
     let mut u = new_hist();
     for (a, b) in &seconds {
@@ -273,6 +315,15 @@ pub fn cell(dir: &Path, index: usize, spec: &CellSpec) -> CellResult {
             } else {
                 vec![]
             },
+        }),
+        generator: Some(GeneratorStats {
+            idle: "hybrid".into(),
+            threads: 1,
+            cpu_s: 0.4 * spec.seconds as f64,
+            cpu_cores: 0.4,
+            send_lag,
+            lag_limit_us: Some(lag_limit),
+            trusted: send_lag.is_none_or(|l| l.p99_us <= lag_limit),
         }),
         checks,
         interrupted: false,
