@@ -63,7 +63,7 @@ pub(super) struct CellBudget {
 }
 
 /// One worker's schedule.
-pub(super) struct Schedule {
+pub struct Schedule {
     pub(super) mode: LoadMode,
     pub(super) start: Instant,
     pub(super) rate: f64,
@@ -86,12 +86,41 @@ pub(super) struct Schedule {
     pub(super) stopped: AtomicBool,
 }
 
-pub(super) struct Ticket {
-    pub(super) intended: Instant,
-    pub(super) measured: bool,
+/// A ticket taken: when its request was meant to leave, and whether it is measured.
+pub struct Ticket {
+    pub intended: Instant,
+    pub measured: bool,
 }
 
 impl Schedule {
+    /// An open-loop schedule of `total` tickets at `rate` from `start`, all measured, of
+    /// which this worker takes `first + k * step` (the engine builds its own; this is for
+    /// benchmarks and tests of the claim path).
+    pub fn open(start: Instant, rate: f64, first: u64, step: u64, total: u64) -> Schedule {
+        Schedule {
+            mode: LoadMode::Open,
+            start,
+            rate,
+            first,
+            step,
+            warmup_tickets: 0,
+            total_tickets: total,
+            next: AtomicU64::new(0),
+            permits: Semaphore::new(0),
+            window_start: start,
+            window_end: None,
+            max_measured: None,
+            budget: Arc::default(),
+            dispatched: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
+        }
+    }
+
+    /// Release `n` tickets (as the releasing side does when they are due).
+    pub fn release(&self, n: usize) {
+        self.permits.add_permits(n);
+    }
+
     /// How many of the cell's tickets are this worker's.
     pub fn own_tickets(&self) -> u64 {
         if self.first >= self.total_tickets {
@@ -221,24 +250,7 @@ mod tests {
     use super::*;
 
     fn sched(first: u64, step: u64, total: u64) -> Schedule {
-        let now = Instant::now();
-        Schedule {
-            mode: LoadMode::Open,
-            start: now,
-            rate: 1000.0,
-            first,
-            step,
-            warmup_tickets: 0,
-            total_tickets: total,
-            next: AtomicU64::new(0),
-            permits: Semaphore::new(0),
-            window_start: now,
-            window_end: None,
-            max_measured: None,
-            budget: Arc::default(),
-            dispatched: AtomicU64::new(0),
-            stopped: AtomicBool::new(false),
-        }
+        Schedule::open(Instant::now(), 1000.0, first, step, total)
     }
 
     #[test]

@@ -131,7 +131,9 @@ impl Target {
         })
     }
 
-    pub(super) fn request(&self, h2: bool) -> http::Request<Full<Bytes>> {
+    /// The request to send (HTTP/2: absolute URI; HTTP/1.1: path and Host), from parts
+    /// built once.
+    pub fn request(&self, h2: bool) -> http::Request<Full<Bytes>> {
         let mut req = http::Request::new(Full::new(self.body.clone()));
         *req.method_mut() = self.method.clone();
         if h2 {

@@ -10,7 +10,6 @@ use bytes::{Bytes, BytesMut};
 use http::header::HeaderName;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use rand::Rng;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -88,11 +87,14 @@ impl Peer {
     }
 }
 
-pub(crate) async fn handle(
-    req: Request<Incoming>,
+pub(crate) async fn handle<B>(
+    req: Request<B>,
     st: Arc<State>,
     peer: Arc<Peer>,
-) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
     let log_on = st.log.mode() != AccessLogMode::Off;
     // Start time and clock for the access log (not read when it is off).
     let start = log_on.then(|| (SystemTime::now(), Instant::now()));

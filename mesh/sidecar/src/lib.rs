@@ -76,6 +76,22 @@ impl Sidecar {
         self.state.log.clone()
     }
 
+    /// Handle one request as a connection from `peer` would have it handled after its TLS
+    /// handshake: routing, the upstream call, the access log (for benchmarks and tests).
+    pub async fn handle<B>(
+        &self,
+        req: http::Request<B>,
+        peer: std::net::SocketAddr,
+    ) -> http::Response<http_body_util::Full<bytes::Bytes>>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Unpin,
+    {
+        match handle(req, self.state.clone(), Arc::new(Peer::new(peer))).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        }
+    }
+
     /// Accept connections on `listener` until `shutdown` completes; then stop, close
     /// connections and flush the access log.
     pub async fn serve(
