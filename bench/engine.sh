@@ -17,7 +17,9 @@
 #               the loopback interface (tcpdump, nanosecond stamps, put on CLOCK_MONOTONIC
 #               with bench/tools/clockwatch so a stepped realtime clock is not read as
 #               lateness), for loadgen with idle = spin, hybrid, sleep and for oha -q with
-#               --latency-correction; beside loadgen's own report of the same (run.json)
+#               --latency-correction; beside loadgen's own report of the same (run.json),
+#               and the floor: bench/tools/spinfloor, a C loop spinning on the clock with
+#               nothing to send (how late any thread that never sleeps sees its due times)
 #   latency     corrected / uncorrected p50, p99 at 1000 req/s (loadgen) and wrk's own
 #   memory      peak RSS (VmHWM) of loadgen, open loop 10000 req/s over 64 connections for
 #               RSS_DURATION, and 1000 connections at 1000 req/s for RSS_SHORT
@@ -38,6 +40,17 @@ RSS_SHORT=${RSS_SHORT:-60s}
 PORT=${PORT:-18480}
 TLS_PORT=${TLS_PORT:-18481}
 H2_PORT=${H2_PORT:-18482}
+# accuracy: the loadgen idle strategies (and oha) compared, the rates, and a prefix for the
+# loadgen command (e.g. LG_WRAP="chrt -f 1" or "taskset -c 1")
+TOOLS=${TOOLS:-floor spin hybrid sleep oha}
+RATES=${RATES:-1000 10000}
+LG_WRAP=${LG_WRAP:-}
+# PIN=1: nginx, tcpdump and clockwatch on CPU 0, loadgen's engine worker on CPU 1
+# ([load] cpus = [1]; its other threads are not pinned)
+PIN=${PIN:-}
+ON0=()
+LG_PIN=()
+if [[ -n $PIN ]]; then ON0=(taskset -c 0); LG_PIN=(--set "load.cpus=[1]"); fi
 OHA=${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}
 
 if [[ -z "${LOADGEN:-}" ]]; then
@@ -54,7 +67,7 @@ PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
+  if [[ -n "${KEEP:-}" ]]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 mkdir -p "$WORK/html" "$WORK/logs" "$WORK/tmp"
@@ -115,7 +128,7 @@ http {
 }
 CONF
 ulimit -n 16384 || true
-"$NGINX" -p "$WORK" -c "$WORK/nginx.conf" &
+"${ON0[@]}" "$NGINX" -p "$WORK" -c "$WORK/nginx.conf" &
 PIDS+=($!)
 URL="http://127.0.0.1:$PORT/"
 TLS_URL="https://localhost:$TLS_PORT/"
@@ -125,8 +138,21 @@ curl -fsS "$URL" >/dev/null || { echo "nginx does not answer 200 on $URL" >&2; e
 
 # Every figure must come from successful responses only.
 wrk_ok() { if grep -q "Non-2xx" <<<"$1"; then echo "wrk got non-2xx responses:" >&2; echo "$1" >&2; exit 1; fi; }
-lg_ok() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); n=d['cells'][0]['errors_total']; sys.exit(f'loadgen counted {n} errors: {d[\"warnings\"][:3]}' if n else 0)" "$1"; }
+lg_ok() { python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1])); n = d["cells"][0]["errors_total"]
+sys.exit("loadgen counted %d errors: %s" % (n, d.get("warnings", [])[:3]) if n else 0)' "$1"; }
 jq_py() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+# cellq 'format' 'path' 'path'...: fields of the first cell of a run.json on stdin
+cellq() { python3 -c '
+import json, sys
+c = json.load(sys.stdin)["cells"][0]
+def get(p):
+    v = c
+    for k in p.split("."):
+        v = v[k]
+    return v
+print(sys.argv[1] % tuple(get(p) for p in sys.argv[2:]))' "$@"; }
 
 cat > "$WORK/plain.toml" <<TOML
 name = "engine-bench"
@@ -211,18 +237,22 @@ fi
 if has accuracy; then
   need tcpdump; need cc
   cc -O2 -o "$WORK/clockwatch" bench/tools/clockwatch.c
+  cc -O2 -o "$WORK/spinfloor" bench/tools/spinfloor.c
   echo "## accuracy: send lateness, open loop over $CONNS HTTP/1.1 connections, $DURATION per run"
   echo
   echo "Kernel: packet timestamps of each request's first packet against t0 + i/rate (the first"
-  echo "second left out). Self: what loadgen's run.json reports for the same run. µs."
+  echo "second left out). schedule = packet − intended; free = packet − max(intended, previous"
+  echo "response on the same connection), the part the generator could have avoided (bench/tools/"
+  echo "lateness.py). Self: what loadgen's run.json reports for the same run. µs."
   echo
-  echo "| round | steal % | rate | tool | kernel p50 | p90 | p99 | p99.9 | max | self p99 | self max | generator CPU (cores) | clock steps |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| round | steal % | rate | tool | schedule p50 | p90 | p99 | p99.9 | max | free p50 | p90 | p99 | p99.9 | max | self p99 | self max | generator CPU (cores) | clock steps |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   capture() { # name, rate, command...
     local name=$1 rate=$2; shift 2
-    "$WORK/clockwatch" > "$WORK/$name.clock" & local cw=$!
-    tcpdump -i lo -nn -s 96 -B 32768 --time-stamp-precision nano -w "$WORK/$name.pcap" \
-      "tcp dst port $PORT and (tcp[((tcp[12:1] & 0xf0) >> 2):4] = 0x47455420)" 2>/dev/null & local td=$!
+    "${ON0[@]}" "$WORK/clockwatch" > "$WORK/$name.clock" & local cw=$!
+    "${ON0[@]}" tcpdump -i lo -nn -s 96 -B 32768 --time-stamp-precision nano -w "$WORK/$name.pcap" \
+      "(tcp dst port $PORT and tcp[((tcp[12:1] & 0xf0) >> 2):4] = 0x47455420) or (tcp src port $PORT and tcp[((tcp[12:1] & 0xf0) >> 2):4] = 0x48545450)" \
+      2>/dev/null & local td=$!
     sleep 1
     "$@" > "$WORK/$name.out" 2>/dev/null || true
     sleep 0.5
@@ -233,23 +263,28 @@ if has accuracy; then
   for r in $(seq "$ROUNDS"); do
     round_start
     rows=()
-    tools=(spin hybrid sleep oha)
-    (( r % 2 )) || tools=(oha sleep hybrid spin)
-    for rate in 1000 10000; do
+    read -ra tools <<<"$TOOLS"
+    if (( r % 2 == 0 )); then rev=(); for ((i=${#tools[@]}-1; i>=0; i--)); do rev+=("${tools[i]}"); done; tools=("${rev[@]}"); fi
+    for rate in $RATES; do
       for t in "${tools[@]}"; do
         name="r$r-$rate-$t"
-        if [[ $t == oha ]]; then
+        if [[ $t == floor ]]; then
+          read -r _n s50 s90 s99 s999 smax <<<"$("$WORK/spinfloor" "$rate" "${DURATION%s}")"
+          rows+=("| $r | STEAL | $rate | floor: C spin loop, no traffic | $s50 | $s90 | $s99 | $s999 | $smax | | | | | | - | - | 1.00 | - |")
+          continue
+        elif [[ $t == oha ]]; then
           k=$(capture "$name" "$rate" "$OHA" -c "$CONNS" -q "$rate" -z "$DURATION" --latency-correction --no-tui "$URL")
           self="- | -"; cpu="-"
         else
-          k=$(capture "$name" "$rate" "$LOADGEN" run "$WORK/plain.toml" --no-report --json --out "$WORK/out-$name" \
-                --set load.mode=open --set load.rate="$rate" --set load.duration="$DURATION" --set load.idle="\"$t\"")
-          self=$(jq_py 'f"{d[\"cells\"][0][\"generator\"][\"send_lag\"][\"p99_us\"]:.0f} | {d[\"cells\"][0][\"generator\"][\"send_lag\"][\"max_us\"]:.0f}"' < "$WORK/$name.out")
-          cpu=$(jq_py 'f"{d[\"cells\"][0][\"generator\"][\"cpu_cores\"]:.2f}"' < "$WORK/$name.out")
+          # shellcheck disable=SC2086 # LG_WRAP is a command prefix, split on purpose
+          k=$(capture "$name" "$rate" $LG_WRAP "$LOADGEN" run "$WORK/plain.toml" --no-report --json --out "$WORK/out-$name" \
+                --set load.mode=open --set load.rate="$rate" --set load.duration="$DURATION" --set load.idle="\"$t\"" "${LG_PIN[@]}")
+          self=$(cellq '%.0f | %.0f' generator.send_lag.p99_us generator.send_lag.max_us < "$WORK/$name.out")
+          cpu=$(cellq '%.2f' generator.cpu_cores < "$WORK/$name.out")
           t="loadgen $t"
         fi
-        read -r n p50 p90 p99 p999 max steps _ <<<"$k"
-        rows+=("| $r | STEAL | $rate | $t | $p50 | $p90 | $p99 | $p999 | $max | $self | $cpu | ${steps#steps=} |")
+        read -r _n s50 s90 s99 s999 smax f50 f90 f99 f999 fmax steps <<<"$k"
+        rows+=("| $r | STEAL | $rate | $t | $s50 | $s90 | $s99 | $s999 | $smax | $f50 | $f90 | $f99 | $f999 | $fmax | $self | $cpu | ${steps#steps=} |")
       done
     done
     s=$(round_steal)
@@ -267,7 +302,8 @@ if has latency; then
     round_start
     lg plain --set load.mode=open --set load.rate=1000 --set load.duration="$DURATION" > "$WORK/o.json"
     lg_ok "$WORK/o.json"
-    line=$(jq_py 'f"{d[\"cells\"][0][\"latency_us\"][\"corrected\"][\"p50_us\"]:.0f}us | {d[\"cells\"][0][\"latency_us\"][\"corrected\"][\"p99_us\"]:.0f}us | {d[\"cells\"][0][\"latency_us\"][\"uncorrected\"][\"p50_us\"]:.0f}us | {d[\"cells\"][0][\"latency_us\"][\"uncorrected\"][\"p99_us\"]:.0f}us | {d[\"cells\"][0][\"generator\"][\"send_lag\"][\"p99_us\"]:.0f}us"' < "$WORK/o.json")
+    line=$(cellq '%.0f | %.0f | %.0f | %.0f | %.0f' latency_us.corrected.p50_us latency_us.corrected.p99_us \
+      latency_us.uncorrected.p50_us latency_us.uncorrected.p99_us generator.send_lag.p99_us < "$WORK/o.json")
     echo "| $r | $(round_steal) | $line |"
   done
   echo

@@ -19,7 +19,7 @@ fn ticket_claim(c: &mut Criterion) {
         let s = Schedule::open(Instant::now(), 1e7, 0, 1, u64::MAX / 4);
         b.iter(|| {
             s.release(1);
-            black_box(rt.block_on(s.claim()).map(|t| t.measured))
+            black_box(rt.block_on(s.claim(0)).map(|t| t.measured))
         })
     });
 }
@@ -38,6 +38,7 @@ fn request_build(c: &mut Criterion) {
         url: "http://127.0.0.1:9/api/checkout?x=1".into(),
         connect_to: Some("127.0.0.1:9".parse().unwrap()),
         tls: Default::default(),
+        split: vec![],
     };
     let t = rt
         .block_on(loadgen::engine::Target::new(&resolved, &plan.request, None))

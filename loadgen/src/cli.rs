@@ -269,6 +269,7 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<u8> {
             .stall
             .zip(a.stall_every)
             .map(|(stall, every)| Stall { stall, every }),
+        echo_headers: vec![],
     };
     if let Err(e) = cfg.check() {
         anyhow::bail!(

@@ -75,6 +75,10 @@ pub fn summary_table(run: &RunResult) -> String {
     let mut header = vec!["cell", "proto", "requests", "rate/s", "target/s", "errors"];
     header.extend(TABLE_STATS);
     header.push("p99 uncorr.");
+    let modes = report::meshcost::has_modes(run);
+    if modes {
+        header.push("added p99");
+    }
     header.push("send lag p99");
     t.set_header(header);
     let row = |name: String,
@@ -85,6 +89,7 @@ pub fn summary_table(run: &RunResult) -> String {
                errs: String,
                l: &Percentiles,
                u: &Percentiles,
+               added: Option<String>,
                lag: String| {
         let mut r = vec![
             Cell::new(name),
@@ -97,6 +102,9 @@ pub fn summary_table(run: &RunResult) -> String {
         let stats = TABLE_STATS.iter().map(|s| l.get(s).unwrap_or(f64::NAN));
         for v in stats.chain([u.p99_us]) {
             r.push(Cell::new(fmt_us(v)).set_alignment(CellAlignment::Right));
+        }
+        if let Some(a) = added {
+            r.push(Cell::new(a).set_alignment(CellAlignment::Right));
         }
         r.push(Cell::new(lag).set_alignment(CellAlignment::Right));
         r
@@ -127,6 +135,7 @@ pub fn summary_table(run: &RunResult) -> String {
             err_text,
             &c.latency.corrected,
             &c.latency.uncorrected,
+            modes.then(|| report::meshcost::added_p99_brief(c)),
             lag_text(c),
         ));
         for s in &c.subsets {
@@ -139,6 +148,7 @@ pub fn summary_table(run: &RunResult) -> String {
                 String::new(),
                 &s.latency.corrected,
                 &s.latency.uncorrected,
+                modes.then(String::new),
                 String::new(),
             ));
         }
@@ -151,6 +161,9 @@ pub fn summary_table(run: &RunResult) -> String {
         out.push_str("INTERRUPTED: results cover the part of the run that completed\n");
     }
     out.push_str(&sidecar_summary(run));
+    for line in report::meshcost::sentences(run) {
+        out.push_str(&format!("mesh cost: {line}\n"));
+    }
     let run_checks = run.checks.iter().map(|c| (None, c));
     let cell_checks = run
         .cells
@@ -240,42 +253,67 @@ fn fmt_bytes(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
 }
 
-/// Summary lines about the sidecar of each cell (CPU, throttling, memory, access log) and
-/// limits that were not applied, for the end-of-run table.
+/// Summary lines about the sidecars of each cell (CPU, throttling, vCPU per 1000 req/s,
+/// memory, access log) and limits that were not applied, for the end-of-run table.
 pub fn sidecar_summary(run: &RunResult) -> String {
     let mut out = String::new();
     for c in &run.cells {
-        let Some(s) = &c.sidecar else { continue };
-        let cpu = match &s.cpu_stat {
-            Some(st) if c.settings.sidecar_cpu_millis.is_none() => format!(
-                "cpu {:.0}m used (no limit)",
-                st.usage_usec as f64 / 1000.0 / c.duration_s.max(1e-9)
-            ),
-            Some(st) => {
-                let secs = c.duration_s.max(1e-9);
-                format!(
-                    "cpu {:.0}m used, throttled in {}/{} periods ({:.1} ms/s)",
+        // one line per sidecar; runs written before per-sidecar stats have the one
+        let list: Vec<&meshbench_schema::SidecarStats> = if c.sidecars.is_empty() {
+            c.sidecar.iter().collect()
+        } else {
+            c.sidecars.iter().collect()
+        };
+        for s in list {
+            let secs = c.duration_s.max(1e-9);
+            let cpu = match &s.cpu_stat {
+                Some(st) if c.settings.sidecar_cpu_millis.is_none() => format!(
+                    "cpu {:.0}m used (no limit)",
+                    st.usage_usec as f64 / 1000.0 / secs
+                ),
+                Some(st) => format!(
+                    "cpu {:.0}m used of {}m, throttled in {}/{} periods ({:.1} ms/s)",
                     st.usage_usec as f64 / 1000.0 / secs,
+                    c.settings.sidecar_cpu_millis.unwrap_or(0),
                     st.nr_throttled,
                     st.nr_periods,
                     st.throttled_usec as f64 / 1000.0 / secs
-                )
-            }
-            None => "cpu.stat not measured".into(),
-        };
-        let mem = s
-            .memory_peak_bytes
-            .map(fmt_bytes)
-            .unwrap_or_else(|| "-".into());
-        let log = match (c.settings.access_log.as_deref(), s.access_log_lines) {
-            (Some("off"), _) | (None, _) => String::new(),
-            (Some(mode), Some(n)) => format!(", access log {mode}: {n} lines"),
-            (Some(mode), None) => format!(", access log {mode}"),
-        };
-        out.push_str(&format!(
-            "sidecar {}: {cpu}, peak memory {mem}{log}\n",
-            c.id
-        ));
+                ),
+                None => "cpu.stat not measured".into(),
+            };
+            let vcpu = s
+                .vcpu_per_1k_rps
+                .map(|v| format!(", {v:.3} vCPU per 1000 req/s"))
+                .unwrap_or_default();
+            let mem = s
+                .memory_peak_bytes
+                .map(fmt_bytes)
+                .unwrap_or_else(|| "-".into());
+            let log = match (c.settings.access_log.as_deref(), s.access_log_lines) {
+                (Some("off"), _) | (None, _) => String::new(),
+                (Some(mode), Some(n)) => format!(", access log {mode}: {n} lines"),
+                (Some(mode), None) => format!(", access log {mode}"),
+            };
+            let name = if s.name.is_empty() || s.name == "sidecar" {
+                String::new()
+            } else {
+                format!(" {}", s.name)
+            };
+            out.push_str(&format!(
+                "sidecar {}{name}: {cpu}{vcpu}, peak memory {mem}{log}\n",
+                c.id
+            ));
+        }
+        if let Some(cal) = &c.settings.cpu_limit_calibration {
+            out.push_str(&format!(
+                "  CPU limit {}: {}x the {:.0}m a sidecar needed with no limit (calibrated over {:.0} s) = {}m\n",
+                c.settings.sidecar_cpu.as_deref().unwrap_or("?"),
+                cal.factor,
+                cal.need_millis,
+                cal.duration_s,
+                cal.limit_millis
+            ));
+        }
         if let Some(note) = &c.settings.cpu_limit_note {
             out.push_str(&format!("  {note}\n"));
         }

@@ -260,6 +260,7 @@ fn generator_stats(
         GeneratorStats {
             idle: g.idle.as_str().into(),
             threads: g.workers,
+            cpus: g.cpus.clone(),
             cpu_s,
             cpu_cores: if wall > 0.0 { cpu_s / wall } else { 0.0 },
             send_lag: lag,
@@ -321,7 +322,12 @@ pub async fn run(
                     source,
                 })?,
             };
-            let mut t = target::mesh::MeshTarget::new(opts.dir.clone(), exe, targets.no_cpu_limits);
+            let mut t = target::mesh::MeshTarget::new(
+                opts.dir.clone(),
+                exe,
+                targets.no_cpu_limits,
+                opts.stop.clone(),
+            );
             run_plan(plan, &mut t, opts, on_event).await
         }
     }
@@ -394,6 +400,7 @@ pub async fn run_plan<T: CellTarget>(
                     result: &cell_result,
                 });
                 run.cells.push(cell_result);
+                meshbench_schema::fill_added_latency(&mut run.cells);
                 meshbench_schema::write_json_atomic(&run_file, &run)?;
             }
             Err(e) => {
@@ -457,6 +464,7 @@ async fn run_one<T: CellTarget>(
         think_time: plan.load.think_time.0,
         threads: plan.load.threads,
         idle: plan.load.idle,
+        cpus: plan.load.cpus.clone(),
     };
     let hlog_name = format!("cell-{}.hlog", cell.index);
     let hlog = HlogSpec {
@@ -543,6 +551,8 @@ async fn run_one<T: CellTarget>(
         subsets,
         hlog: Some(hlog_name),
         sidecar: None,
+        sidecars: vec![],
+        mesh_cost: None,
         generator: Some(generator),
         checks: lag_check.into_iter().collect(),
         interrupted: m.interrupted,

@@ -5,6 +5,9 @@
 //! - after a run, an error mid-run and an interrupt, no mesh process and no cgroup is left;
 //! - `--no-cpu-limits` marks every cell "CPU limit not applied";
 //! - bad matrix entries are one-line `file:line:col` errors with exit code 2;
+//! - the modes (baseline, server, both) each measured, with added latency against the
+//!   baseline, per-sidecar CPU and STRICT against every server-side sidecar; a shortened
+//!   canary shows the CPU-limit effect, and a matrix without a tight limit says so;
 //! - a real mesh (`target.url` + `[checks]`) gets the same checks.
 //!
 //! Parts that need writable cgroups are skipped with the reason printed where they are not.
@@ -440,6 +443,18 @@ fn bad_matrix_entries_are_one_line_errors_with_exit_2() {
             "access_log = [\"off\", \"verbose\"]",
             ":15:22: matrix.access_log: unknown access-log mode `verbose`",
         ),
+        (
+            "mode.toml",
+            "access_log = [\"off\"]",
+            "mode = [\"baseline\", \"sidecarless\"]",
+            ":15:21: matrix.mode: unknown mode `sidecarless`",
+        ),
+        (
+            "conc.toml",
+            "access_log = [\"off\"]",
+            "concurrency = [1, 100]",
+            ":15:19: matrix.concurrency: 100 workers: must be between 1 and 64",
+        ),
     ] {
         let p = dir.path().join(name);
         std::fs::write(&p, base.replace(from, to)).unwrap();
@@ -492,6 +507,7 @@ fn a_real_mesh_gets_the_same_checks() {
     let running = m
         .up(
             &testbed::CellMeshSettings {
+                mode: testbed::MeshMode::Server,
                 cpu_millis: None,
                 memory_bytes: None,
                 access_log: sidecar::AccessLogMode::Off,
@@ -736,4 +752,237 @@ fn two_mesh_runs_at_once_do_not_interfere() {
         );
         assert_eq!(c.settings.cpu_limit_applied, limits);
     }
+}
+
+#[test]
+fn modes_measure_what_the_mesh_adds() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("x-modes-{}", std::process::id());
+    let sc = scenario(
+        dir.path(),
+        &marker,
+        "mode = [\"baseline\", \"server\", \"both\"]\nsidecar_cpu = [\"none\"]\naccess_log = [\"off\"]",
+        "rate = 200\nconnections = 8\nwarmup = \"1s\"\nduration = \"2s\"",
+    );
+    std::fs::write(
+        &sc,
+        std::fs::read_to_string(&sc).unwrap() + "[checks]\nstrict_mtls = true\n",
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    let mut child = bin()
+        .args(["run", sc.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let status = wait(&mut child, Duration::from_secs(120));
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    assert_eq!(status.code(), Some(0), "{stdout}");
+    let run = meshbench_schema::read_run(&out).unwrap();
+    let ids: Vec<&str> = run.cells.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "mode=baseline",
+            "mode=server,cpu=none,log=off",
+            "mode=both,cpu=none,log=off"
+        ]
+    );
+    let (base, server, both) = (&run.cells[0], &run.cells[1], &run.cells[2]);
+    for c in &run.cells {
+        assert_eq!(c.errors.total(), 0, "{}: {:?}", c.id, c.errors);
+        // the split is checked in every mode (done by loadgen in baseline)
+        let split = c.checks.iter().find(|k| k.name == "canary_split").unwrap();
+        assert_eq!(
+            split.status,
+            meshbench_schema::CheckStatus::Passed,
+            "{}",
+            split.summary
+        );
+    }
+    assert_eq!(base.settings.mesh_mode.as_deref(), Some("baseline"));
+    assert!(base.sidecars.is_empty() && base.sidecar.is_none() && base.mesh_cost.is_none());
+    assert_eq!(base.protocol, "http1");
+    let names = |c: &meshbench_schema::CellResult| -> Vec<String> {
+        c.sidecars.iter().map(|s| s.name.clone()).collect()
+    };
+    assert_eq!(names(server), ["sidecar"]);
+    assert_eq!(names(both), ["server-v1", "server-v2", "client"]);
+    for c in [server, both] {
+        let cost = c.mesh_cost.as_ref().unwrap();
+        let added = cost.added.as_ref().unwrap();
+        assert_eq!(added.baseline, "mode=baseline");
+        assert_eq!(
+            added.p99_us,
+            c.latency.corrected.p99_us - base.latency.corrected.p99_us
+        );
+        let all = c.sidecar.as_ref().unwrap();
+        assert_eq!(all.name, "all");
+        if all.cpu_stat.is_some() {
+            // CPU per 1000 req/s of the request path = the sum over its sidecars
+            let sum: u64 = c
+                .sidecars
+                .iter()
+                .map(|s| s.cpu_stat.unwrap().usage_usec)
+                .sum();
+            let want = sum as f64 / 1e6 / c.requests as f64 * 1000.0;
+            assert!((cost.vcpu_per_1k_rps.unwrap() - want).abs() < 1e-9);
+            assert!(want > 0.0);
+        }
+    }
+    // each server-side sidecar carried its subset, the client all of them
+    let carried: Vec<u64> = both.sidecars.iter().map(|s| s.requests.unwrap()).collect();
+    let v1 = both.subsets.iter().find(|s| s.name == "v1").unwrap().count;
+    assert_eq!(carried, [v1, both.requests - v1, both.requests]);
+    // STRICT against the server mode's sidecar and both server-side sidecars
+    let strict = run.checks.iter().find(|k| k.name == "strict_mtls").unwrap();
+    assert_eq!(
+        strict.status,
+        meshbench_schema::CheckStatus::Passed,
+        "{}",
+        strict.summary
+    );
+    assert!(
+        strict
+            .summary
+            .starts_with("3 server-side sidecars checked: server sidecar: verified"),
+        "{}",
+        strict.summary
+    );
+    assert!(
+        strict.summary.contains("both server-v2: verified"),
+        "{}",
+        strict.summary
+    );
+    // said in words: the terminal, summary.md, and the added-latency headline chart
+    assert!(stdout.contains("added p99"), "{stdout}");
+    assert!(
+        stdout.contains("mesh cost: The server-side sidecar adds")
+            && stdout.contains("mesh cost: Client and server sidecars add"),
+        "{stdout}"
+    );
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(
+        md.contains("## What the mesh costs") && md.contains("| added p99 |"),
+        "{md}"
+    );
+    assert!(md.contains("## Sidecars"), "{md}");
+    assert!(
+        out.join("plots/added-latency-vs-cpu-limit.svg").exists()
+            || md.contains("added latency vs sidecar CPU limit: not drawn")
+    );
+    assert_nothing_left(&marker, &out, pid);
+}
+
+#[test]
+fn a_shortened_canary_shows_the_cpu_limit_effect() {
+    if !cgroups_writable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let canary = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios/canary.toml");
+    let o = bin()
+        .args([
+            "run",
+            canary.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--no-report",
+            "--set",
+            "matrix.mode=[\"baseline\", \"server\"]",
+            "--set",
+            "matrix.access_log=[\"off\"]",
+            "--set",
+            "load.warmup=\"1s\"",
+            "--set",
+            "load.duration=\"3s\"",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.code().is_some(), "{stdout}");
+    let run = meshbench_schema::read_run(&out).unwrap();
+    let ids: Vec<&str> = run.cells.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "mode=baseline",
+            "mode=server,cpu=0.8x,log=off",
+            "mode=server,cpu=1.5x,log=off",
+            "mode=server,cpu=none,log=off"
+        ]
+    );
+    let (tight, free) = (&run.cells[1], &run.cells[3]);
+    let cal = tight.settings.cpu_limit_calibration.as_ref().unwrap();
+    assert_eq!(cal.factor, 0.8);
+    assert_eq!(
+        cal.limit_millis,
+        ((0.8 * cal.need_millis).ceil() as u64).max(1)
+    );
+    assert_eq!(tight.settings.sidecar_cpu_millis, Some(cal.limit_millis));
+    assert!(tight.settings.cpu_limit_applied);
+    // the same calibration serves the 1.5x cell
+    let cal15 = run.cells[2]
+        .settings
+        .cpu_limit_calibration
+        .as_ref()
+        .unwrap();
+    assert_eq!(cal15.need_millis, cal.need_millis);
+    let st = tight.sidecar.as_ref().unwrap().cpu_stat.unwrap();
+    assert!(
+        st.nr_throttled * 2 > st.nr_periods,
+        "the tightest cell is throttled in most periods: {st:?}"
+    );
+    assert!(
+        tight.latency.corrected.p99_us > free.latency.corrected.p99_us,
+        "tight {} us vs unlimited {} us",
+        tight.latency.corrected.p99_us,
+        free.latency.corrected.p99_us
+    );
+    assert!(
+        !run.warnings
+            .iter()
+            .any(|w| w.contains("no CPU limit in this matrix was tight")),
+        "{:?}",
+        run.warnings
+    );
+    assert!(stdout.contains("CPU limit 0.8x: 0.8x the"), "{stdout}");
+
+    // limits far above the need: the run says the chart shows no CPU-limit effect
+    let marker = format!("x-loose-{}", std::process::id());
+    let sc = scenario(
+        dir.path(),
+        &marker,
+        "sidecar_cpu = [\"2000m\", \"none\"]\naccess_log = [\"off\"]",
+        "rate = 50\nconnections = 4\nwarmup = \"1s\"\nduration = \"2s\"",
+    );
+    let out2 = dir.path().join("run2");
+    let o = bin()
+        .args([
+            "run",
+            sc.to_str().unwrap(),
+            "--out",
+            out2.to_str().unwrap(),
+            "--no-report",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let run = meshbench_schema::read_run(&out2).unwrap();
+    let w = run
+        .warnings
+        .iter()
+        .find(|w| w.contains("no CPU limit in this matrix was tight"))
+        .unwrap_or_else(|| panic!("{:?}", run.warnings));
+    assert!(w.contains("the tightest limit was 2000m"), "{w}");
+    assert!(
+        stdout.contains("no CPU limit in this matrix was tight")
+            || stderr.contains("no CPU limit in this matrix was tight"),
+        "{stdout}{stderr}"
+    );
 }

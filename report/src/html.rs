@@ -238,12 +238,33 @@ pub fn report_html(run: &LoadedRun, rendered: &Rendered) -> String {
             "<span class=\"failed\">a check FAILED</span>"
         }
     );
-    s.push_str("<h2>Summary</h2>\n<table><tr><th>cell</th><th>requests</th><th>achieved</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>send lag p99</th><th>errors</th><th>checks</th></tr>\n");
+    let sentences = crate::meshcost::sentences(r);
+    if !sentences.is_empty() {
+        s.push_str("<h2>What the mesh costs</h2>\n<ul id=\"mesh-cost\">\n");
+        for line in &sentences {
+            let _ = writeln!(s, "<li>{}</li>", esc(line));
+        }
+        s.push_str("</ul>\n");
+    }
+    let modes = crate::meshcost::has_modes(r);
+    let _ = writeln!(
+        s,
+        "<h2>Summary</h2>\n<table><tr><th>cell</th><th>requests</th><th>achieved</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th>{}<th>send lag p99</th><th>errors</th><th>checks</th></tr>",
+        if modes { "<th>added p99</th>" } else { "" }
+    );
     for c in &r.cells {
         let l = &c.latency.corrected;
+        let added = if modes {
+            format!(
+                "<td class=\"num\">{}</td>",
+                esc(&crate::meshcost::added_p99_brief(c))
+            )
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             s,
-            "<tr><td><a href=\"#cell-{}\">{}</a></td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+            "<tr><td><a href=\"#cell-{}\">{}</a></td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>{added}<td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
             esc(&crate::format::slug(&c.id)),
             esc(&c.id),
             c.requests,

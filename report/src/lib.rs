@@ -19,6 +19,7 @@ pub mod junit;
 pub mod load;
 pub mod markdown;
 pub mod merge;
+pub mod meshcost;
 pub mod plot;
 pub mod stats;
 

@@ -158,16 +158,35 @@ pub fn summary_md(run: &LoadedRun, rendered: &Rendered) -> String {
         s,
         "Latency is corrected (from the intended send time, no coordinated omission).\n"
     );
+    let modes = crate::meshcost::has_modes(r);
+    let sentences = crate::meshcost::sentences(r);
+    if !sentences.is_empty() {
+        let _ = writeln!(s, "## What the mesh costs\n");
+        for line in &sentences {
+            let _ = writeln!(s, "- {}", md(line));
+        }
+        s.push('\n');
+    }
     let _ = writeln!(
         s,
-        "| cell | requests | rate (achieved / target) | p50 | p90 | p99 | p99.9 | send lag p99 | errors | checks |"
+        "| cell | requests | rate (achieved / target) | p50 | p90 | p99 | p99.9 |{} send lag p99 | errors | checks |",
+        if modes { " added p99 |" } else { "" }
     );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---|---|");
+    let _ = writeln!(
+        s,
+        "|---|---:|---:|---:|---:|---:|---:|{}---:|---|---|",
+        if modes { "---:|" } else { "" }
+    );
     for c in &r.cells {
         let l = &c.latency.corrected;
+        let added = if modes {
+            format!(" {} |", crate::meshcost::added_p99_brief(c))
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             s,
-            "| `{}`{} | {} | {} / {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| `{}`{} | {} | {} / {} | {} | {} | {} | {} |{added} {} | {} | {} |",
             md(&c.id),
             if c.interrupted { " (interrupted)" } else { "" },
             c.requests,
@@ -184,6 +203,49 @@ pub fn summary_md(run: &LoadedRun, rendered: &Rendered) -> String {
             md(&error_brief(c)),
             md(&checks_brief(&c.checks)),
         );
+    }
+    let sidecar_rows: Vec<String> = r
+        .cells
+        .iter()
+        .flat_map(|c| c.sidecars.iter().map(move |sc| (c, sc)))
+        .map(|(c, sc)| {
+            let d = c.duration_s.max(1e-9);
+            let (used, throttled) = match sc.cpu_stat {
+                Some(st) => (
+                    format!("{:.0}m", st.usage_usec as f64 / 1000.0 / d),
+                    format!("{}/{}", st.nr_throttled, st.nr_periods),
+                ),
+                None => ("-".into(), "-".into()),
+            };
+            format!(
+                "| `{}` | {} | {} | {} | {} | {} | {} |",
+                md(&c.id),
+                md(&sc.name),
+                cpu_label(
+                    c.settings.sidecar_cpu_millis,
+                    c.settings.sidecar_cpu.as_deref()
+                ),
+                used,
+                throttled,
+                sc.vcpu_per_1k_rps
+                    .map(|v| format!("{v:.3}"))
+                    .unwrap_or_else(|| "-".into()),
+                sc.memory_peak_bytes
+                    .map(|b| format!("{:.1}", b as f64 / 1e6))
+                    .unwrap_or_else(|| "-".into()),
+            )
+        })
+        .collect();
+    if !sidecar_rows.is_empty() {
+        let _ = writeln!(s, "\n## Sidecars\n");
+        let _ = writeln!(
+            s,
+            "| cell | sidecar | CPU limit | CPU used | throttled periods | vCPU per 1000 req/s | peak memory (MB) |"
+        );
+        let _ = writeln!(s, "|---|---|---|---:|---:|---:|---:|");
+        for row in sidecar_rows {
+            let _ = writeln!(s, "{row}");
+        }
     }
     let all: Vec<(&str, &CheckResult)> = r
         .checks

@@ -232,6 +232,8 @@ mod tests {
                 subsets: vec![],
                 hlog: Some("cell-0.hlog".into()),
                 sidecar: None,
+                sidecars: vec![],
+                mesh_cost: None,
                 generator: None,
                 checks: vec![CheckResult {
                     name: "canary_split".into(),
@@ -245,6 +247,57 @@ mod tests {
             planned_cells: vec!["cpu=100m,log=off".into(), "cpu=500m,log=off".into()],
             planned_checks: vec![],
         }
+    }
+
+    #[test]
+    fn added_latency_is_against_the_baseline_of_the_same_load() {
+        let cell = |id: &str, mode: &str, rate: f64, p99: f64| {
+            let mut c = sample_run().cells.remove(0);
+            c.id = id.into();
+            c.settings.mesh_mode = Some(mode.into());
+            c.settings.rate = Some(rate);
+            c.settings.connections = 16;
+            c.latency.corrected.p50_us = p99 / 2.0;
+            c.latency.corrected.p90_us = p99 * 0.8;
+            c.latency.corrected.p99_us = p99;
+            c.latency.corrected.p999_us = p99 * 2.0;
+            c
+        };
+        let mut cells = vec![
+            cell("mode=baseline,rate=100", "baseline", 100.0, 1000.0),
+            cell("mode=baseline,rate=200", "baseline", 200.0, 1500.0),
+            cell("mode=server,rate=100", "server", 100.0, 1800.0),
+            cell("mode=both,rate=200", "both", 200.0, 1200.0),
+            cell("mode=both,rate=300", "both", 300.0, 5000.0),
+        ];
+        fill_added_latency(&mut cells);
+        assert!(cells[0].mesh_cost.is_none() && cells[1].mesh_cost.is_none());
+        let a = cells[2].mesh_cost.as_ref().unwrap().added.as_ref().unwrap();
+        assert_eq!(a.baseline, "mode=baseline,rate=100");
+        assert_eq!((a.p50_us, a.p99_us, a.p999_us), (400.0, 800.0, 1600.0));
+        // faster than its baseline: a negative figure, not hidden
+        let a = cells[3].mesh_cost.as_ref().unwrap().added.as_ref().unwrap();
+        assert_eq!(
+            (a.baseline.as_str(), a.p99_us),
+            ("mode=baseline,rate=200", -300.0)
+        );
+        let m = cells[4].mesh_cost.as_ref().unwrap();
+        assert!(m.added.is_none());
+        assert!(
+            m.note
+                .as_deref()
+                .unwrap()
+                .contains("same rate and connections"),
+            "{m:?}"
+        );
+        // no baseline at all: the note says how to get one
+        let mut cells = vec![cell("mode=server", "server", 100.0, 1800.0)];
+        fill_added_latency(&mut cells);
+        let m = cells[0].mesh_cost.as_ref().unwrap();
+        assert!(
+            m.added.is_none() && m.note.as_deref().unwrap().contains("add \"baseline\""),
+            "{m:?}"
+        );
     }
 
     #[test]

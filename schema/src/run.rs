@@ -201,6 +201,28 @@ pub struct CellSettings {
     #[serde(default)]
     pub rate: Option<f64>,
     pub connections: u32,
+    /// The embedded mesh's topology: "baseline" (no sidecar), "server" (an inbound
+    /// sidecar) or "both" (client and server sidecars); absent without an embedded mesh.
+    #[serde(default)]
+    pub mesh_mode: Option<String>,
+    /// Sidecar worker threads (Envoy's `--concurrency`), when the cell has sidecars.
+    #[serde(default)]
+    pub sidecar_concurrency: Option<u32>,
+    /// How a relative CPU limit (`"0.8x"`) was turned into millicores: the sidecar CPU the
+    /// calibration measured at this cell's load with no limit.
+    #[serde(default)]
+    pub cpu_limit_calibration: Option<CpuCalibration>,
+}
+
+/// A relative CPU limit, resolved: `factor` x the most CPU one sidecar needed (millicores)
+/// in a short calibration at the cell's load with no limit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CpuCalibration {
+    pub factor: f64,
+    pub need_millis: f64,
+    pub limit_millis: u64,
+    /// The calibration's measured window, seconds.
+    pub duration_s: f64,
 }
 
 /// Latency percentiles of one histogram, in microseconds.
@@ -324,9 +346,26 @@ pub struct CpuStat {
     pub throttled_usec: u64,
 }
 
-/// What the sidecar did during a cell.
+/// What a sidecar did during a cell.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SidecarStats {
+    /// "server" (the one inbound sidecar of `server` mode), "client" and "server-<subset>"
+    /// (mode `both`); "all" for a cell's sum over its sidecars.
+    #[serde(default)]
+    pub name: String,
+    /// "inbound" or "outbound".
+    #[serde(default)]
+    pub direction: Option<String>,
+    /// The subsets whose requests pass through it.
+    #[serde(default)]
+    pub subsets: Vec<String>,
+    /// Requests it carried in the measured window (from the cell's subset counts).
+    #[serde(default)]
+    pub requests: Option<u64>,
+    /// CPU per 1000 requests/s through it, in vCPU (Istio's published unit): cores used
+    /// over the measured window / (its requests per second / 1000).
+    #[serde(default)]
+    pub vcpu_per_1k_rps: Option<f64>,
     #[serde(default)]
     pub cpu_stat: Option<CpuStat>,
     #[serde(default)]
@@ -348,6 +387,9 @@ pub struct GeneratorStats {
     pub idle: String,
     /// Engine worker threads.
     pub threads: u32,
+    /// The CPUs the workers were pinned to (`[load] cpus`); empty: not pinned.
+    #[serde(default)]
+    pub cpus: Vec<usize>,
     /// CPU time of the engine threads over the cell, seconds ...
     pub cpu_s: f64,
     /// ... and per second of the cell: cores in use (1.0 = one core busy).
@@ -400,8 +442,17 @@ pub struct CellResult {
     /// File name (relative to the run directory) of this cell's interval log.
     #[serde(default)]
     pub hlog: Option<String>,
+    /// The cell's sidecars together (name "all": counters summed, memory summed); one
+    /// sidecar's own figures are in `sidecars`.
     #[serde(default)]
     pub sidecar: Option<SidecarStats>,
+    /// Each sidecar of the cell (none in `baseline` mode).
+    #[serde(default)]
+    pub sidecars: Vec<SidecarStats>,
+    /// What the mesh adds over the no-mesh baseline of the same load (added latency), and
+    /// what it costs in CPU per request path.
+    #[serde(default)]
+    pub mesh_cost: Option<MeshCost>,
     /// The load generator's own part: its CPU and, in open loop, its send lateness.
     #[serde(default)]
     pub generator: Option<GeneratorStats>,
@@ -410,6 +461,99 @@ pub struct CellResult {
     /// True when this cell was cut short by an interrupt.
     #[serde(default)]
     pub interrupted: bool,
+}
+
+/// What the mesh costs in one cell.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MeshCost {
+    /// The sidecars' CPU per 1000 requests/s of the cell, summed over the sidecars a
+    /// request passes (`both`: client + server side), in vCPU.
+    #[serde(default)]
+    pub vcpu_per_1k_rps: Option<f64>,
+    /// Corrected latency minus the baseline cell's, per percentile; absent (with `note`)
+    /// when the run has no baseline cell of the same load.
+    #[serde(default)]
+    pub added: Option<AddedLatency>,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// Latency a cell adds over its baseline cell (µs; negative when it was faster).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AddedLatency {
+    /// The id of the baseline cell it is compared with.
+    pub baseline: String,
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+}
+
+impl AddedLatency {
+    /// The added value of a latency statistic by name ("p50", "p90", "p99", "p99.9").
+    pub fn get(&self, stat: &str) -> Option<f64> {
+        match stat {
+            "p50" => Some(self.p50_us),
+            "p90" => Some(self.p90_us),
+            "p99" => Some(self.p99_us),
+            "p99.9" | "p999" => Some(self.p999_us),
+            _ => None,
+        }
+    }
+}
+
+/// Fill every cell's added latency against the baseline cell of the same load (mode,
+/// rate, connections) in `cells`; cells of mode `baseline` get none. Run after every
+/// cell and after a merge, so it always reflects the cells at hand.
+pub fn fill_added_latency(cells: &mut [CellResult]) {
+    let key = |c: &CellResult| {
+        (
+            c.mode,
+            c.settings.rate.map(f64::to_bits),
+            c.settings.connections,
+        )
+    };
+    let baselines: Vec<(_, String, Percentiles)> = cells
+        .iter()
+        .filter(|c| c.settings.mesh_mode.as_deref() == Some("baseline") && c.ok > 0)
+        .map(|c| (key(c), c.id.clone(), c.latency.corrected))
+        .collect();
+    let any_mode = cells.iter().any(|c| c.settings.mesh_mode.is_some());
+    for c in cells.iter_mut() {
+        let Some(mode) = c.settings.mesh_mode.clone() else {
+            continue;
+        };
+        if mode == "baseline" {
+            continue;
+        }
+        let k = key(c);
+        let (ok, l) = (c.ok, c.latency.corrected);
+        let cost = c.mesh_cost.get_or_insert_with(MeshCost::default);
+        match baselines.iter().find(|(bk, _, _)| *bk == k) {
+            Some((_, id, b)) if ok > 0 => {
+                cost.added = Some(AddedLatency {
+                    baseline: id.clone(),
+                    p50_us: l.p50_us - b.p50_us,
+                    p90_us: l.p90_us - b.p90_us,
+                    p99_us: l.p99_us - b.p99_us,
+                    p999_us: l.p999_us - b.p999_us,
+                });
+                cost.note = None;
+            }
+            Some(_) => {
+                cost.added = None;
+                cost.note = Some("no successful responses to compare".into());
+            }
+            None => {
+                cost.added = None;
+                cost.note = Some(if any_mode && !baselines.is_empty() {
+                    "no baseline cell of the same rate and connections in this run".into()
+                } else {
+                    "no baseline cell in this run (add \"baseline\" to [matrix] mode)".into()
+                });
+            }
+        }
+    }
 }
 
 /// Outcome of a check.

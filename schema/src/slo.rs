@@ -1,5 +1,6 @@
 //! Service-level objectives: `p99<50ms`, `p99.9<=1.5s`, `errors<0.1%`, `rate>=190/s`,
-//! `send_lag<50us` (the generator's own lateness, p99).
+//! `send_lag<50us` (the generator's own lateness, p99), `added_p99<2ms` (what the mesh adds
+//! over the run's baseline cell), `vcpu_per_1k<0.5` (the sidecars' CPU per 1000 req/s).
 //!
 //! Scenarios declare them (`slo = [...]`, checked by `loadgen validate` with their
 //! position), run.json carries them as written, and `report gate` evaluates them (and its
@@ -40,6 +41,21 @@ pub enum SloMetric {
     Rate,
     /// The generator's own send lateness, p99; threshold in µs.
     SendLag,
+    /// Corrected latency minus the baseline cell's, by statistic ("p50", "p90", "p99",
+    /// "p99.9"); threshold in µs.
+    Added(&'static str),
+    /// The sidecars' CPU per 1000 requests/s of the cell, vCPU.
+    VcpuPer1k,
+}
+
+/// The statistics `added_*` SLOs take.
+pub const ADDED_STATS: [&str; 4] = ["p50", "p90", "p99", "p99.9"];
+
+impl SloMetric {
+    /// Whether the metric is about the mesh (nothing to judge on a baseline cell).
+    pub fn is_mesh_cost(self) -> bool {
+        matches!(self, SloMetric::Added(_) | SloMetric::VcpuPer1k)
+    }
 }
 
 /// One parsed objective.
@@ -88,6 +104,30 @@ impl Slo {
                 ))
             })?;
             (SloMetric::Latency(p), d.as_us())
+        } else if let Some(&p) = name
+            .strip_prefix("added_")
+            .and_then(|n| ADDED_STATS.iter().find(|&&p| p == n))
+        {
+            let d = Dur::parse(value.trim_start_matches('-')).map_err(|_| {
+                err(format!(
+                    "'{value}' is not a duration with a unit (e.g. 2ms, 500us)"
+                ))
+            })?;
+            let t = if value.starts_with('-') {
+                -d.as_us()
+            } else {
+                d.as_us()
+            };
+            (SloMetric::Added(p), t)
+        } else if name == "vcpu_per_1k" {
+            let v = value
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .ok_or_else(|| {
+                    err("give vCPU per 1000 req/s as a number, e.g. vcpu_per_1k<0.5".into())
+                })?;
+            (SloMetric::VcpuPer1k, v)
         } else if name == "send_lag" {
             let d = Dur::parse(value).map_err(|_| {
                 err(format!(
@@ -114,7 +154,7 @@ impl Slo {
             (SloMetric::Rate, v)
         } else {
             return Err(err(format!(
-                "unknown metric '{name}' (known: {}, errors, rate, send_lag)",
+                "unknown metric '{name}' (known: {}, errors, rate, send_lag, added_p50, added_p90, added_p99, added_p99.9, vcpu_per_1k)",
                 LATENCY_STATS.join(", ")
             )));
         };
@@ -143,6 +183,18 @@ mod tests {
         );
         assert_eq!(Slo::parse("max<1m30s").unwrap().threshold, 90e6);
         assert_eq!(Slo::parse("p50<800us").unwrap().threshold, 800.0);
+        let s = Slo::parse("added_p99<2ms").unwrap();
+        assert_eq!((s.metric, s.threshold), (SloMetric::Added("p99"), 2000.0));
+        let s = Slo::parse("added_p99.9<=-1ms").unwrap();
+        assert_eq!(
+            (s.metric, s.threshold),
+            (SloMetric::Added("p99.9"), -1000.0)
+        );
+        let s = Slo::parse("vcpu_per_1k<0.5").unwrap();
+        assert_eq!((s.metric, s.threshold), (SloMetric::VcpuPer1k, 0.5));
+        assert!(Slo::parse("added_p98<2ms").is_err());
+        assert!(Slo::parse("added_p99<2").is_err());
+        assert!(Slo::parse("vcpu_per_1k<lots").is_err());
         let s = Slo::parse("send_lag<50us").unwrap();
         assert_eq!((s.metric, s.threshold), (SloMetric::SendLag, 50.0));
         let s = Slo::parse("errors<0.1%").unwrap();

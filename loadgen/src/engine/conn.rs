@@ -130,10 +130,11 @@ where
     state
 }
 
-/// Open a connection to the target and perform the HTTP handshake.
-pub async fn connect(t: &Target) -> Result<Sender, Failure> {
-    let tcp = match tokio::time::timeout(t.connect_timeout, TcpStream::connect(&t.addrs[..])).await
-    {
+/// Open a connection to the target's endpoint `endpoint` (0 without a split) and
+/// perform the HTTP handshake.
+pub async fn connect(t: &Target, endpoint: usize) -> Result<Sender, Failure> {
+    let addrs = &t.endpoints[endpoint.min(t.endpoints.len() - 1)].addrs;
+    let tcp = match tokio::time::timeout(t.connect_timeout, TcpStream::connect(&addrs[..])).await {
         Err(_) => {
             return Err(Failure::new(
                 ErrorClass::ConnectTimeout,

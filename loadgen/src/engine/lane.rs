@@ -23,6 +23,8 @@ pub(super) struct Lane {
     pub(super) own: Option<Sender>,
     pub(super) stop: watch::Receiver<bool>,
     pub(super) think: Duration,
+    /// The target endpoint this lane's connection goes to (0 without a split).
+    pub(super) endpoint: usize,
 }
 
 impl Lane {
@@ -31,7 +33,7 @@ impl Lane {
         loop {
             let waiting_since = Instant::now();
             let ticket = tokio::select! {
-                t = self.sched.claim() => t,
+                t = self.sched.claim(self.endpoint) => t,
                 _ = stopped(&mut self.stop) => None,
             };
             let Some(ticket) = ticket else { break };
@@ -117,7 +119,7 @@ impl Lane {
             }
         }
         *g = None;
-        let s = conn::connect(&self.target).await?;
+        let s = conn::connect(&self.target, self.endpoint).await?;
         Ok(match s.try_clone() {
             Some(c) => {
                 self.rec.lock().expect("recorder lock").saw_h2 = true;

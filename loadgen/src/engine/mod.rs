@@ -25,7 +25,7 @@ mod target;
 mod worker;
 
 pub use schedule::Idle;
-pub use target::{ResolvedTarget, Target, TlsTarget};
+pub use target::{Endpoint, ResolvedTarget, SplitTo, Target, TlsTarget};
 
 use crate::record::{Hist, Hlog, Pair, Recorder};
 use meshbench_schema::LoadMode;
@@ -68,6 +68,8 @@ pub struct CellLoad {
     pub threads: u32,
     /// How the workers wait for open-loop tickets.
     pub idle: Idle,
+    /// CPUs to pin the workers to (worker i on `cpus[i mod len]`); empty: not pinned.
+    pub cpus: Vec<usize>,
 }
 
 /// Live figures, once a second.
@@ -139,10 +141,26 @@ pub async fn run_cell(
     let (snap_tx, mut snap_rx) = mpsc::unbounded_channel();
     let budget = Arc::new(CellBudget::default());
     let mut handles = Vec::with_capacity(workers);
+    worker::check_cpus(&load.cpus).map_err(|message| EngineError::Target {
+        url: target.authority.clone(),
+        message,
+    })?;
+    let per_endpoint = target.connections_per_endpoint(load.connections);
+    let split = target.endpoints.len() > 1;
     for w in 0..workers {
-        // connections split as evenly as possible
-        let connections = load.connections / workers as u32
-            + u32::from((w as u32) < load.connections % workers as u32);
+        // connections split as evenly as possible; with a split, every worker has at
+        // least one connection to every endpoint (its tickets go to all of them)
+        let connections: Vec<u32> = per_endpoint
+            .iter()
+            .map(|&n| {
+                let c = n / workers as u32 + u32::from((w as u32) < n % workers as u32);
+                if split {
+                    c.max(1)
+                } else {
+                    c
+                }
+            })
+            .collect();
         let spec = WorkerSpec {
             index: w,
             workers,
@@ -261,6 +279,7 @@ pub async fn run_cell(
         generator: GeneratorUse {
             workers: workers as u32,
             idle: load.idle,
+            cpus: load.cpus.clone(),
             cpu,
             wall,
         },
@@ -369,10 +388,12 @@ impl IntervalMerge {
 
 /// What the generator itself used in a cell: its engine threads' CPU time over the cell
 /// (pre-connecting excluded), and how it waited between tickets.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct GeneratorUse {
     pub workers: u32,
     pub idle: Idle,
+    /// The CPUs the workers were pinned to (empty: not pinned).
+    pub cpus: Vec<usize>,
     pub cpu: Duration,
     pub wall: Duration,
 }

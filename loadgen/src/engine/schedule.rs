@@ -52,14 +52,66 @@ impl Idle {
     }
 }
 
-/// Hybrid: how long before a due time the worker stops sleeping and spins (the tokio timer
-/// has 1 ms resolution; a sleeping thread wakes up to ~1.5 ms late on a busy guest).
+/// Hybrid: how long before a due time the worker stops sleeping and spins, at least (the
+/// tokio timer has 1 ms resolution; a sleeping thread wakes up to ~1.5 ms late on a busy
+/// guest). The window grows to twice the worst recent overshoot of a wake-up, up to
+/// [`MAX_SPIN_AHEAD`], and shrinks back slowly: a host that wakes threads late costs CPU,
+/// not accuracy.
 pub const SPIN_AHEAD: Duration = Duration::from_millis(2);
+pub const MAX_SPIN_AHEAD: Duration = Duration::from_millis(20);
 
 /// State the workers of one cell share (closed loop: the measured-request budget).
 #[derive(Debug, Default)]
 pub(super) struct CellBudget {
     pub(super) measured_claimed: AtomicU64,
+}
+
+/// A client-side split of the tickets over target endpoints by weight: ticket *i* goes to
+/// the endpoint its hash falls into, the same in every worker and every run (a
+/// pseudo-random split, as a sidecar's weighted pick, but reproducible).
+pub(super) struct Split {
+    cumulative: Vec<u64>,
+    total: u64,
+    /// Per endpoint: this worker's next ticket index to look at.
+    cursors: Vec<std::sync::Mutex<u64>>,
+}
+
+impl Split {
+    /// `None` for fewer than two endpoints (nothing to split).
+    pub(super) fn new(weights: &[u32]) -> Option<Split> {
+        if weights.len() < 2 {
+            return None;
+        }
+        let mut acc = 0u64;
+        let cumulative = weights
+            .iter()
+            .map(|w| {
+                acc += u64::from(*w);
+                acc
+            })
+            .collect();
+        Some(Split {
+            cumulative,
+            total: acc.max(1),
+            cursors: weights.iter().map(|_| std::sync::Mutex::new(0)).collect(),
+        })
+    }
+
+    /// The endpoint of the cell's ticket `i`.
+    pub(super) fn pick(&self, i: u64) -> usize {
+        let x = splitmix64(i) % self.total;
+        self.cumulative
+            .partition_point(|&c| c <= x)
+            .min(self.cumulative.len() - 1)
+    }
+}
+
+/// SplitMix64: a well-mixed 64-bit hash of the ticket index.
+fn splitmix64(i: u64) -> u64 {
+    let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// One worker's schedule.
@@ -75,7 +127,10 @@ pub struct Schedule {
     pub(super) total_tickets: u64,
     /// Tickets of this worker taken so far (k).
     pub(super) next: AtomicU64,
-    pub(super) permits: Semaphore,
+    /// Released tickets, one semaphore per target endpoint (one without a split).
+    pub(super) permits: Vec<Semaphore>,
+    /// A client-side split: which endpoint each ticket goes to.
+    pub(super) split: Option<Split>,
     /// Closed loop.
     pub(super) window_start: Instant,
     pub(super) window_end: Option<Instant>,
@@ -106,7 +161,8 @@ impl Schedule {
             warmup_tickets: 0,
             total_tickets: total,
             next: AtomicU64::new(0),
-            permits: Semaphore::new(0),
+            permits: vec![Semaphore::new(0)],
+            split: None,
             window_start: start,
             window_end: None,
             max_measured: None,
@@ -118,7 +174,35 @@ impl Schedule {
 
     /// Release `n` tickets (as the releasing side does when they are due).
     pub fn release(&self, n: usize) {
-        self.permits.add_permits(n);
+        self.permits[0].add_permits(n);
+    }
+
+    /// Release this worker's ticket `k` to the endpoint it goes to.
+    fn release_ticket(&self, k: u64) {
+        let e = match &self.split {
+            Some(s) => s.pick(self.ticket(k)),
+            None => 0,
+        };
+        self.permits[e].add_permits(1);
+    }
+
+    /// After the last ticket: `n` permits to every endpoint, so every lane sees the end.
+    fn release_end(&self, n: usize) {
+        for p in &self.permits {
+            p.add_permits(n);
+        }
+    }
+
+    /// The next of this worker's tickets that goes to endpoint `e` (with a split).
+    fn next_for(&self, split: &Split, e: usize) -> u64 {
+        let own = self.own_tickets();
+        let mut c = split.cursors[e].lock().unwrap_or_else(|p| p.into_inner());
+        while *c < own && split.pick(self.ticket(*c)) != e {
+            *c += 1;
+        }
+        let k = *c;
+        *c += 1;
+        k
     }
 
     /// How many of the cell's tickets are this worker's.
@@ -141,14 +225,19 @@ impl Schedule {
         self.start + Duration::from_secs_f64(i as f64 / self.rate)
     }
 
-    pub async fn claim(&self) -> Option<Ticket> {
+    /// Take the next ticket of a lane whose connection goes to endpoint `endpoint`.
+    pub async fn claim(&self, endpoint: usize) -> Option<Ticket> {
         if self.stopped.load(Ordering::Relaxed) {
             return None;
         }
         match self.mode {
             LoadMode::Open => {
-                self.permits.acquire().await.ok()?.forget();
-                let k = self.next.fetch_add(1, Ordering::Relaxed);
+                let e = endpoint.min(self.permits.len() - 1);
+                self.permits[e].acquire().await.ok()?.forget();
+                let k = match &self.split {
+                    Some(s) => self.next_for(s, e),
+                    None => self.next.fetch_add(1, Ordering::Relaxed),
+                };
                 if k >= self.own_tickets() {
                     return None;
                 }
@@ -181,7 +270,9 @@ impl Schedule {
 
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::Relaxed);
-        self.permits.close();
+        for p in &self.permits {
+            p.close();
+        }
     }
 
     fn is_stopped(&self) -> bool {
@@ -194,6 +285,7 @@ impl Schedule {
 pub(super) async fn release_in_runtime(sched: Arc<Schedule>, lanes: usize, idle: Idle) {
     let own = sched.own_tickets();
     let mut k = 0;
+    let mut ahead = SPIN_AHEAD;
     while k < own {
         if sched.is_stopped() {
             return;
@@ -202,19 +294,34 @@ pub(super) async fn release_in_runtime(sched: Arc<Schedule>, lanes: usize, idle:
         let now = Instant::now();
         if now >= due {
             // every ticket that is due, at once (a late worker catches up)
-            sched.permits.add_permits(1);
+            sched.release_ticket(k);
             k += 1;
+            // on time: the spin window shrinks back towards its minimum
+            ahead = next_ahead(ahead, Duration::ZERO);
             continue;
         }
-        if idle == Idle::Hybrid && due - now > SPIN_AHEAD {
-            tokio::time::sleep_until(due - SPIN_AHEAD).await;
+        if idle == Idle::Hybrid && due - now > ahead {
+            let wake = due - ahead;
+            tokio::time::sleep_until(wake).await;
+            ahead = next_ahead(ahead, Instant::now().saturating_duration_since(wake));
         } else {
             // back to the runtime: other tasks run and I/O is polled (epoll, no wait),
             // then this task is polled again
             tokio::task::yield_now().await;
         }
     }
-    sched.permits.add_permits(lanes);
+    sched.release_end(lanes);
+}
+
+/// The hybrid spin window after a wake-up `over` late (or, with zero, after a ticket): at
+/// least twice that at once, else 1/32 of the way back towards [`SPIN_AHEAD`].
+fn next_ahead(ahead: Duration, over: Duration) -> Duration {
+    let want = (over * 2).clamp(SPIN_AHEAD, MAX_SPIN_AHEAD);
+    if want >= ahead {
+        want
+    } else {
+        ahead - (ahead - want) / 32
+    }
 }
 
 /// Sleep: release this worker's tickets on time from a plain thread (µs sleeps, timer
@@ -234,13 +341,13 @@ pub(super) fn spawn_sleeping_releaser(
             let due = sched.intended(sched.ticket(k)).into_std();
             let now = std::time::Instant::now();
             if now >= due {
-                sched.permits.add_permits(1);
+                sched.release_ticket(k);
                 k += 1;
                 continue;
             }
             std::thread::sleep((due - now).min(Duration::from_millis(5)));
         }
-        sched.permits.add_permits(lanes);
+        sched.release_end(lanes);
         super::worker::thread_cpu()
     })
 }
@@ -272,5 +379,61 @@ mod tests {
         let s = sched(1, 3, 10);
         // ticket 4 of the cell is intended 4 ms after the start
         assert_eq!(s.intended(s.ticket(1)) - s.start, Duration::from_millis(4));
+    }
+
+    #[test]
+    fn a_split_follows_the_weights_and_every_ticket_goes_to_one_endpoint() {
+        let split = Split::new(&[90, 10]).unwrap();
+        let n = 100_000u64;
+        let v2 = (0..n).filter(|&i| split.pick(i) == 1).count() as f64;
+        // binomial sd at n = 1e5, p = 0.1: ~95; 5 sd
+        assert!((v2 - 10_000.0).abs() < 475.0, "{v2}");
+        assert!(Split::new(&[100]).is_none());
+        assert_eq!(Split::new(&[0, 5]).unwrap().pick(7), 1);
+
+        // two workers, two endpoints: the tickets each lane takes are the schedule, once
+        let mut taken = Vec::new();
+        for w in 0..2u64 {
+            let mut s = sched(w, 2, 1000);
+            s.split = Split::new(&[3, 1]);
+            s.permits = vec![Semaphore::new(0), Semaphore::new(0)];
+            let sp = s.split.as_ref().unwrap();
+            let mut per = [0usize; 2];
+            for k in 0..s.own_tickets() {
+                per[sp.pick(s.ticket(k))] += 1;
+            }
+            for (e, &count) in per.iter().enumerate() {
+                for _ in 0..count {
+                    let k = s.next_for(sp, e);
+                    assert!(k < s.own_tickets());
+                    assert_eq!(sp.pick(s.ticket(k)), e);
+                    taken.push(s.ticket(k));
+                }
+                // nothing more for this endpoint
+                assert!(s.next_for(sp, e) >= s.own_tickets());
+            }
+        }
+        taken.sort();
+        assert_eq!(taken, (0..1000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn the_hybrid_window_follows_late_wake_ups() {
+        let ms = Duration::from_millis;
+        assert_eq!(next_ahead(SPIN_AHEAD, ms(0)), SPIN_AHEAD);
+        // a wake-up 3 ms late: spin 6 ms ahead from now on
+        assert_eq!(next_ahead(SPIN_AHEAD, ms(3)), ms(6));
+        assert_eq!(next_ahead(ms(6), ms(50)), MAX_SPIN_AHEAD);
+        // on time again: back towards the minimum, slowly, never below it
+        let mut a = ms(6);
+        for _ in 0..32 {
+            let b = next_ahead(a, Duration::ZERO);
+            assert!(b < a && b >= SPIN_AHEAD);
+            a = b;
+        }
+        for _ in 0..10_000 {
+            a = next_ahead(a, Duration::ZERO);
+        }
+        assert!(a - SPIN_AHEAD < Duration::from_micros(100), "{a:?}");
     }
 }

@@ -18,6 +18,24 @@ pub struct ResolvedTarget {
     pub connect_to: Option<SocketAddr>,
     /// TLS settings (used when the URL is https).
     pub tls: TlsPlan,
+    /// Split the requests by weight over these addresses instead (the embedded mesh's
+    /// baseline: the client does the routing a sidecar would do). Empty: no split.
+    pub split: Vec<SplitTo>,
+}
+
+/// One destination of a client-side split: a subset, its weight, its address.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SplitTo {
+    pub subset: String,
+    pub weight: u32,
+    pub addr: SocketAddr,
+}
+
+/// Where connections go: one endpoint (the URL's addresses), or one per split subset.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub addrs: Vec<SocketAddr>,
+    pub weight: u32,
 }
 
 pub struct TlsTarget {
@@ -28,7 +46,8 @@ pub struct TlsTarget {
 
 /// A target ready for the engine: addresses resolved, request parts built, TLS config built.
 pub struct Target {
-    pub addrs: Vec<SocketAddr>,
+    /// At least one; more with a split, whose requests are routed by weight.
+    pub endpoints: Vec<Endpoint>,
     pub authority: String,
     pub protocol: Protocol,
     pub tls: Option<TlsTarget>,
@@ -73,16 +92,31 @@ impl Target {
             .authority()
             .map(|a| a.to_string())
             .unwrap_or_else(|| format!("{host}:{port}"));
-        let addrs = match resolved.connect_to {
-            Some(a) => vec![a],
-            None => tokio::net::lookup_host((bare_host.as_str(), port))
-                .await
-                .map_err(|e| bad(format!("cannot resolve {host}: {e}")))?
-                .collect(),
+        let endpoints = if !resolved.split.is_empty() {
+            if resolved.split.iter().all(|s| s.weight == 0) {
+                return Err(bad("the split's weights sum to 0".into()));
+            }
+            resolved
+                .split
+                .iter()
+                .map(|s| Endpoint {
+                    addrs: vec![s.addr],
+                    weight: s.weight,
+                })
+                .collect()
+        } else {
+            let addrs: Vec<SocketAddr> = match resolved.connect_to {
+                Some(a) => vec![a],
+                None => tokio::net::lookup_host((bare_host.as_str(), port))
+                    .await
+                    .map_err(|e| bad(format!("cannot resolve {host}: {e}")))?
+                    .collect(),
+            };
+            if addrs.is_empty() {
+                return Err(bad(format!("{host} resolves to no address")));
+            }
+            vec![Endpoint { addrs, weight: 1 }]
         };
-        if addrs.is_empty() {
-            return Err(bad(format!("{host} resolves to no address")));
-        }
         let path = match (&req.path, uri.path_and_query()) {
             (Some(p), _) | (None, Some(p)) => p.clone(),
             (None, None) => http::uri::PathAndQuery::from_static("/"),
@@ -116,7 +150,7 @@ impl Target {
         }
         Ok(Target {
             headers_h1,
-            addrs,
+            endpoints,
             authority,
             protocol: req.protocol,
             tls,
@@ -129,6 +163,22 @@ impl Target {
             connect_timeout: req.connect_timeout.0,
             subset_header: req.subset_header.clone(),
         })
+    }
+
+    /// How many connections of `total` go to each endpoint: one endpoint gets all; a
+    /// split gives each its share by weight, at least one.
+    pub fn connections_per_endpoint(&self, total: u32) -> Vec<u32> {
+        if self.endpoints.len() == 1 {
+            return vec![total];
+        }
+        let sum: u64 = self.endpoints.iter().map(|e| u64::from(e.weight)).sum();
+        self.endpoints
+            .iter()
+            .map(|e| {
+                let share = u64::from(total) * u64::from(e.weight);
+                (share.div_ceil(sum.max(1)) as u32).max(1)
+            })
+            .collect()
     }
 
     /// The request to send (HTTP/2: absolute URI; HTTP/1.1: path and Host), from parts

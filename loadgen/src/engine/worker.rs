@@ -9,7 +9,9 @@
 
 use super::conn::{self, Sender};
 use super::lane::Lane;
-use super::schedule::{release_in_runtime, spawn_sleeping_releaser, CellBudget, Idle, Schedule};
+use super::schedule::{
+    release_in_runtime, spawn_sleeping_releaser, CellBudget, Idle, Schedule, Split,
+};
 use super::target::Target;
 use super::{stopped, CellLoad, INTERRUPT_DRAIN};
 use crate::plan::Protocol;
@@ -34,6 +36,37 @@ pub(super) fn thread_cpu() -> Duration {
             tv(u.user_time()) + tv(u.system_time())
         }
         Err(_) => Duration::ZERO,
+    }
+}
+
+/// Pin the calling thread to `cpu` ([`check_cpus`] has checked that it may run there).
+fn pin(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    if set.set(cpu).is_ok() {
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+    }
+}
+
+/// Every CPU of `cpus` is in this process's allowed set, or the error names the first that
+/// is not and the allowed ones.
+pub(super) fn check_cpus(cpus: &[usize]) -> Result<(), String> {
+    if cpus.is_empty() {
+        return Ok(());
+    }
+    let allowed = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+        .map_err(|e| format!("load.cpus: cannot read this process's CPU affinity: {e}"))?;
+    let ok: Vec<usize> = (0..nix::sched::CpuSet::count())
+        .filter(|&c| allowed.is_set(c).unwrap_or(false))
+        .collect();
+    match cpus.iter().find(|c| !ok.contains(c)) {
+        None => Ok(()),
+        Some(c) => Err(format!(
+            "load.cpus: CPU {c} is not available to this process (allowed: {})",
+            ok.iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        )),
     }
 }
 
@@ -74,7 +107,8 @@ pub(super) struct WorkerSpec {
     pub(super) index: usize,
     pub(super) workers: usize,
     pub(super) target: Arc<Target>,
-    pub(super) connections: u32,
+    /// This worker's connections to each target endpoint.
+    pub(super) connections: Vec<u32>,
     pub(super) load: CellLoad,
     pub(super) rate: f64,
     pub(super) warmup_tickets: u64,
@@ -92,6 +126,9 @@ pub(super) fn spawn(spec: WorkerSpec) -> std::io::Result<std::thread::JoinHandle
     std::thread::Builder::new()
         .name(format!("engine-{}", spec.index))
         .spawn(move || {
+            if !spec.load.cpus.is_empty() {
+                pin(spec.load.cpus[spec.index % spec.load.cpus.len()]);
+            }
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -120,14 +157,19 @@ async fn run(spec: WorkerSpec) -> WorkerOut {
     // Connections first, concurrently (failures are counted later, per request), so that
     // connection set-up does not delay the first scheduled requests.
     let mut connecting = JoinSet::new();
-    for i in 0..connections {
+    let endpoint_of: Vec<usize> = connections
+        .iter()
+        .enumerate()
+        .flat_map(|(e, &n)| std::iter::repeat_n(e, n as usize))
+        .collect();
+    for (i, &e) in endpoint_of.iter().enumerate() {
         let t = target.clone();
-        connecting.spawn(async move { (i, conn::connect(&t).await.ok()) });
+        connecting.spawn(async move { (i, conn::connect(&t, e).await.ok()) });
     }
-    let mut firsts: Vec<Option<Sender>> = (0..connections).map(|_| None).collect();
+    let mut firsts: Vec<Option<Sender>> = endpoint_of.iter().map(|_| None).collect();
     while let Some(r) = connecting.join_next().await {
         if let Ok((i, s)) = r {
-            firsts[i as usize] = s;
+            firsts[i] = s;
         }
     }
     let _ = ready.send(index);
@@ -156,7 +198,17 @@ async fn run(spec: WorkerSpec) -> WorkerOut {
         warmup_tickets,
         total_tickets,
         next: AtomicU64::new(0),
-        permits: Semaphore::new(0),
+        permits: target.endpoints.iter().map(|_| Semaphore::new(0)).collect(),
+        split: match load.mode {
+            LoadMode::Open => Split::new(
+                &target
+                    .endpoints
+                    .iter()
+                    .map(|e| e.weight)
+                    .collect::<Vec<_>>(),
+            ),
+            LoadMode::Closed => None,
+        },
         window_start,
         window_end: load.duration.map(|d| window_start + d),
         max_measured: load.requests,
@@ -170,7 +222,7 @@ async fn run(spec: WorkerSpec) -> WorkerOut {
 
     let mut lanes = JoinSet::new();
     let mut lane_count = 0usize;
-    for first in firsts {
+    for (first, &endpoint) in firsts.into_iter().zip(&endpoint_of) {
         let h2 = match &first {
             Some(s) => s.is_h2(),
             None => target.protocol == Protocol::Http2,
@@ -191,6 +243,7 @@ async fn run(spec: WorkerSpec) -> WorkerOut {
                     own: None,
                     stop: stop.clone(),
                     think: load.think_time,
+                    endpoint,
                 }
                 .run(),
             );

@@ -37,6 +37,8 @@ pub struct LoadPlan {
     pub threads: u32,
     /// How the engine waits for open-loop send times.
     pub idle: Idle,
+    /// CPUs the engine's worker threads are pinned to; empty: not pinned.
+    pub cpus: Vec<usize>,
 }
 
 /// An open-loop rate, checked against [`MIN_RATE`]..=[`MAX_RATE`].
@@ -112,6 +114,23 @@ pub(super) fn load(src: &Source, l: &LoadSection) -> Result<LoadPlan, SpecError>
             )
         })?,
     };
+    let online = std::thread::available_parallelism().map_or(1024, |n| n.get().max(1024));
+    let mut cpus = Vec::new();
+    if let Some(list) = &l.cpus {
+        for c in list.get_ref() {
+            let v = *c.get_ref();
+            if !(0..online as i64).contains(&v) {
+                return Err(src.error_at(
+                    c.span(),
+                    format!("load.cpus: {v} is not a CPU index (0 and up)"),
+                ));
+            }
+            if cpus.contains(&(v as usize)) {
+                return Err(src.error_at(c.span(), format!("load.cpus: {v} is listed twice")));
+            }
+            cpus.push(v as usize);
+        }
+    }
     let duration = l
         .duration
         .as_ref()
@@ -178,5 +197,6 @@ pub(super) fn load(src: &Source, l: &LoadSection) -> Result<LoadPlan, SpecError>
         max_in_flight,
         threads,
         idle,
+        cpus,
     })
 }

@@ -1,5 +1,7 @@
-//! `[matrix]` and the cells it expands into: sidecar CPU limit x access-log mode (embedded
-//! mesh) x rate x connections. Every cell's id is built here and nowhere else.
+//! `[matrix]` and the cells it expands into: mesh mode x sidecar CPU limit x access-log
+//! mode x sidecar concurrency (embedded mesh) x rate x connections. A `baseline` cell has
+//! no sidecar, so it is one cell per rate x connections. Every cell's id is built here and
+//! nowhere else.
 
 use super::load::MAX_CONNECTIONS;
 use super::mesh::at;
@@ -8,33 +10,65 @@ use meshbench_schema::units::{format_cpu_millis, parse_cpu_millis};
 use meshbench_schema::{CellSettings, LoadMode};
 use serde::Serialize;
 use sidecar::AccessLogMode;
+use testbed::MeshMode;
 
 /// Most cells one run may have.
 pub const MAX_CELLS: usize = 1000;
 
-/// A sidecar CPU limit: as written, and in millicores (`None`: no limit).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A sidecar CPU limit: as written, and in millicores (`None`: no limit, or a relative
+/// limit not yet calibrated).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CpuLimit {
     pub text: String,
     pub millis: Option<u64>,
+    /// `"0.8x"`: this factor times the most CPU one sidecar needs at the cell's load,
+    /// measured by a short calibration with no limit before the cell.
+    pub relative: Option<f64>,
 }
+
+impl CpuLimit {
+    fn none() -> CpuLimit {
+        CpuLimit {
+            text: "none".into(),
+            millis: None,
+            relative: None,
+        }
+    }
+
+    /// Whether the cell has a limit (absolute or relative).
+    pub fn is_limited(&self) -> bool {
+        self.millis.is_some() || self.relative.is_some()
+    }
+}
+
+/// Largest factor of a relative CPU limit.
+pub const MAX_CPU_FACTOR: f64 = 100.0;
+/// Most sidecar worker threads.
+pub const MAX_CONCURRENCY: i64 = 64;
 
 /// The validated `[matrix]`. The sidecar axes have at least one entry; an empty `rate` or
 /// `connections` means the `[load]` value.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Matrix {
+    /// Empty: no mode axis (every cell is `server`, ids without `mode=`).
+    pub mode: Vec<MeshMode>,
     pub sidecar_cpu: Vec<CpuLimit>,
     pub access_log: Vec<AccessLogMode>,
+    /// Empty: the `[mesh] concurrency` value (ids without `conc=`).
+    pub concurrency: Vec<u32>,
     pub rate: Vec<f64>,
     pub connections: Vec<u32>,
 }
 
-/// The sidecar settings of one cell of the embedded mesh.
+/// The embedded mesh's settings of one cell.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SidecarCell {
+    pub mode: MeshMode,
     pub cpu: CpuLimit,
     pub access_log: AccessLogMode,
     pub memory_bytes: Option<u64>,
+    /// Sidecar worker threads; `None`: the `[mesh] concurrency` value.
+    pub concurrency: Option<u32>,
 }
 
 /// One cell of the run: what distinguishes it and how hard to push.
@@ -51,26 +85,73 @@ pub struct CellPlan {
 }
 
 impl CellPlan {
-    /// The settings as run.json records them (limits not applied until the target says).
+    /// The settings as run.json records them (limits not applied until the target says;
+    /// a relative limit gets its millicores when it is calibrated).
     pub fn settings(&self) -> CellSettings {
         let s = self.sidecar.as_ref();
+        let with_sidecar = s.filter(|s| s.mode != MeshMode::Baseline);
         CellSettings {
-            sidecar_cpu: s.and_then(|s| s.cpu.millis.map(|_| s.cpu.text.clone())),
-            sidecar_cpu_millis: s.and_then(|s| s.cpu.millis),
+            sidecar_cpu: with_sidecar.and_then(|s| s.cpu.is_limited().then(|| s.cpu.text.clone())),
+            sidecar_cpu_millis: with_sidecar.and_then(|s| s.cpu.millis),
             cpu_limit_applied: false,
             cpu_limit_note: None,
-            sidecar_memory_bytes: s.and_then(|s| s.memory_bytes),
-            access_log: s.map(|s| s.access_log.as_str().to_string()),
+            sidecar_memory_bytes: with_sidecar.and_then(|s| s.memory_bytes),
+            access_log: with_sidecar.map(|s| s.access_log.as_str().to_string()),
             rate: self.rate,
             connections: self.connections,
+            mesh_mode: s.map(|s| s.mode.as_str().to_string()),
+            sidecar_concurrency: with_sidecar.and_then(|s| s.concurrency),
+            cpu_limit_calibration: None,
         }
     }
 }
 
 impl Matrix {
-    /// The cells in run order: CPU limit outermost, then access log, rate, connections.
-    /// `sidecar`: the embedded mesh's memory limit (`Some(None)`: a mesh without one;
-    /// `None`: no sidecar, so the sidecar axes are not part of the cells).
+    /// The embedded mesh's cell settings in run order: mode outermost (as listed), then
+    /// CPU limit, access log, concurrency; a `baseline` mode is one entry (no sidecar).
+    fn sidecar_cells(&self, memory_bytes: Option<u64>) -> Vec<SidecarCell> {
+        let modes = if self.mode.is_empty() {
+            vec![MeshMode::Server]
+        } else {
+            self.mode.clone()
+        };
+        let conc: Vec<Option<u32>> = if self.concurrency.is_empty() {
+            vec![None]
+        } else {
+            self.concurrency.iter().copied().map(Some).collect()
+        };
+        let mut out = Vec::new();
+        for mode in modes {
+            if mode == MeshMode::Baseline {
+                out.push(SidecarCell {
+                    mode,
+                    cpu: CpuLimit::none(),
+                    access_log: AccessLogMode::Off,
+                    memory_bytes: None,
+                    concurrency: None,
+                });
+                continue;
+            }
+            for cpu in &self.sidecar_cpu {
+                for log in &self.access_log {
+                    for c in &conc {
+                        out.push(SidecarCell {
+                            mode,
+                            cpu: cpu.clone(),
+                            access_log: *log,
+                            memory_bytes,
+                            concurrency: *c,
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The cells in run order: the sidecar settings outermost (see above), then rate,
+    /// connections. `sidecar`: the embedded mesh's memory limit (`Some(None)`: a mesh
+    /// without one; `None`: no sidecar, so the sidecar axes are not part of the cells).
     pub fn cells(
         &self,
         sidecar: Option<Option<u64>>,
@@ -88,17 +169,9 @@ impl Matrix {
         let sidecars: Vec<Option<SidecarCell>> = match sidecar {
             None => vec![None],
             Some(memory_bytes) => self
-                .sidecar_cpu
-                .iter()
-                .flat_map(|cpu| {
-                    self.access_log.iter().map(move |log| {
-                        Some(SidecarCell {
-                            cpu: cpu.clone(),
-                            access_log: *log,
-                            memory_bytes,
-                        })
-                    })
-                })
+                .sidecar_cells(memory_bytes)
+                .into_iter()
+                .map(Some)
                 .collect(),
         };
         let mut out = Vec::new();
@@ -107,8 +180,16 @@ impl Matrix {
                 for c in &conns {
                     let mut id = Vec::new();
                     if let Some(s) = sc {
-                        id.push(format!("cpu={}", s.cpu.text));
-                        id.push(format!("log={}", s.access_log.as_str()));
+                        if !self.mode.is_empty() {
+                            id.push(format!("mode={}", s.mode.as_str()));
+                        }
+                        if s.mode != MeshMode::Baseline {
+                            id.push(format!("cpu={}", s.cpu.text));
+                            id.push(format!("log={}", s.access_log.as_str()));
+                            if let Some(n) = s.concurrency {
+                                id.push(format!("conc={n}"));
+                            }
+                        }
                     }
                     if let Some(r) = r {
                         id.push(format!("rate={r}"));
@@ -141,7 +222,25 @@ impl Matrix {
     /// How many cells [`Matrix::cells`] makes, without making them.
     pub fn cell_count(&self, with_sidecar: bool) -> usize {
         let side = if with_sidecar {
-            self.sidecar_cpu.len() * self.access_log.len()
+            let per_mode = self
+                .sidecar_cpu
+                .len()
+                .saturating_mul(self.access_log.len())
+                .saturating_mul(self.concurrency.len().max(1));
+            if self.mode.is_empty() {
+                per_mode
+            } else {
+                self.mode
+                    .iter()
+                    .map(|m| {
+                        if *m == MeshMode::Baseline {
+                            1
+                        } else {
+                            per_mode
+                        }
+                    })
+                    .fold(0usize, |a, n| a.saturating_add(n))
+            }
         } else {
             1
         };
@@ -154,10 +253,7 @@ impl Matrix {
 pub(super) fn matrix(src: &Source, raw: &MatrixSection) -> Result<Matrix, SpecError> {
     let mut sidecar_cpu = Vec::new();
     match &raw.sidecar_cpu {
-        None => sidecar_cpu.push(CpuLimit {
-            text: "none".into(),
-            millis: None,
-        }),
+        None => sidecar_cpu.push(CpuLimit::none()),
         Some(list) => {
             if list.get_ref().is_empty() {
                 return Err(at(
@@ -170,10 +266,27 @@ pub(super) fn matrix(src: &Source, raw: &MatrixSection) -> Result<Matrix, SpecEr
             for q in list.get_ref() {
                 let text = q.get_ref().text();
                 let limit = match text.trim() {
-                    "none" | "unlimited" => CpuLimit {
-                        text: "none".into(),
-                        millis: None,
-                    },
+                    "none" | "unlimited" => CpuLimit::none(),
+                    t if t.ends_with('x') && matches!(q.get_ref(), RawQuantity::Str(_)) => {
+                        let f = t[..t.len() - 1]
+                            .trim()
+                            .parse::<f64>()
+                            .ok()
+                            .filter(|f| f.is_finite() && *f > 0.0 && *f <= MAX_CPU_FACTOR)
+                            .ok_or_else(|| {
+                                at(
+                                    src,
+                                    q.span(),
+                                    "matrix.sidecar_cpu",
+                                    format!("`{t}`: a relative limit is a factor above 0 and at most {MAX_CPU_FACTOR} of the measured need, e.g. \"0.8x\""),
+                                )
+                            })?;
+                        CpuLimit {
+                            text: t.to_string(),
+                            millis: None,
+                            relative: Some(f),
+                        }
+                    }
                     t => {
                         if matches!(q.get_ref(), RawQuantity::Int(i) if *i < 0)
                             || matches!(q.get_ref(), RawQuantity::Float(f) if *f < 0.0 || !f.is_finite())
@@ -193,12 +306,13 @@ pub(super) fn matrix(src: &Source, raw: &MatrixSection) -> Result<Matrix, SpecEr
                                 _ => format_cpu_millis(millis),
                             },
                             millis: Some(millis),
+                            relative: None,
                         }
                     }
                 };
                 if sidecar_cpu
                     .iter()
-                    .any(|c: &CpuLimit| c.millis == limit.millis)
+                    .any(|c: &CpuLimit| c.millis == limit.millis && c.relative == limit.relative)
                 {
                     return Err(at(
                         src,
@@ -281,9 +395,75 @@ pub(super) fn matrix(src: &Source, raw: &MatrixSection) -> Result<Matrix, SpecEr
             connections.push(v as u32);
         }
     }
+    let mut mode = Vec::new();
+    if let Some(list) = &raw.mode {
+        if list.get_ref().is_empty() {
+            return Err(at(
+                src,
+                list.span(),
+                "matrix.mode",
+                "must list at least one mode (or be left out)",
+            ));
+        }
+        for m in list.get_ref() {
+            let v = MeshMode::parse(m.get_ref()).ok_or_else(|| {
+                at(
+                    src,
+                    m.span(),
+                    "matrix.mode",
+                    format!(
+                        "unknown mode `{}` (expected \"baseline\", \"server\" or \"both\")",
+                        m.get_ref()
+                    ),
+                )
+            })?;
+            if mode.contains(&v) {
+                return Err(at(
+                    src,
+                    m.span(),
+                    "matrix.mode",
+                    format!("`{}` is listed twice", m.get_ref()),
+                ));
+            }
+            mode.push(v);
+        }
+    }
+    let mut concurrency = Vec::new();
+    if let Some(list) = &raw.concurrency {
+        if list.get_ref().is_empty() {
+            return Err(at(
+                src,
+                list.span(),
+                "matrix.concurrency",
+                "must list at least one worker count (or be left out)",
+            ));
+        }
+        for c in list.get_ref() {
+            let v = *c.get_ref();
+            if !(1..=MAX_CONCURRENCY).contains(&v) {
+                return Err(at(
+                    src,
+                    c.span(),
+                    "matrix.concurrency",
+                    format!("{v} workers: must be between 1 and {MAX_CONCURRENCY}"),
+                ));
+            }
+            if concurrency.contains(&(v as u32)) {
+                return Err(at(
+                    src,
+                    c.span(),
+                    "matrix.concurrency",
+                    format!("{v} is listed twice"),
+                ));
+            }
+            concurrency.push(v as u32);
+        }
+    }
     Ok(Matrix {
+        mode,
         sidecar_cpu,
         access_log,
+        concurrency,
         rate,
         connections,
     })

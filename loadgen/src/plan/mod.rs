@@ -156,6 +156,11 @@ impl Plan {
                         m.sidecar_cpu.as_ref().map(|v| v.span()),
                     ),
                     ("matrix.access_log", m.access_log.as_ref().map(|v| v.span())),
+                    ("matrix.mode", m.mode.as_ref().map(|v| v.span())),
+                    (
+                        "matrix.concurrency",
+                        m.concurrency.as_ref().map(|v| v.span()),
+                    ),
                 ] {
                     if let Some(span) = span {
                         return Err(src.error_at(

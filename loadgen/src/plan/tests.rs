@@ -263,3 +263,90 @@ fn a_matrix_too_large_to_run_is_refused_before_it_is_expanded() {
         "{err}"
     );
 }
+
+#[test]
+fn modes_expand_with_one_baseline_cell_per_load() {
+    let src = format!(
+        "{MESH}\n[matrix]\nmode = [\"baseline\", \"server\", \"both\"]\nsidecar_cpu = [\"100m\", \"0.8x\", \"none\"]\naccess_log = [\"off\", \"buffered\"]\nconcurrency = [1, 2]\n"
+    );
+    let p = mesh_plan(&src).unwrap();
+    // baseline: 1; server and both: 3 cpu x 2 log x 2 concurrency each
+    assert_eq!(p.cells.len(), 1 + 2 * 12);
+    let ids: Vec<&str> = p.cells.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids[0], "mode=baseline");
+    assert_eq!(ids[1], "mode=server,cpu=100m,log=off,conc=1");
+    assert!(
+        ids.contains(&"mode=both,cpu=0.8x,log=buffered,conc=2"),
+        "{ids:?}"
+    );
+    let base = p.cells[0].settings();
+    assert_eq!(base.mesh_mode.as_deref(), Some("baseline"));
+    assert_eq!((base.sidecar_cpu, base.access_log), (None, None));
+    let rel = p
+        .cells
+        .iter()
+        .find(|c| c.id == "mode=both,cpu=0.8x,log=off,conc=1")
+        .unwrap();
+    let sc = rel.sidecar.as_ref().unwrap();
+    assert_eq!((sc.cpu.relative, sc.cpu.millis), (Some(0.8), None));
+    assert_eq!(sc.concurrency, Some(1));
+    let s = rel.settings();
+    assert_eq!(s.sidecar_cpu.as_deref(), Some("0.8x"));
+    assert_eq!(s.sidecar_concurrency, Some(1));
+    // without a mode axis: ids as before, every cell `server`
+    let p = mesh_plan(&format!("{MESH}\n[matrix]\nsidecar_cpu = [\"100m\"]\n")).unwrap();
+    assert_eq!(p.cells[0].id, "cpu=100m,log=off");
+    assert_eq!(p.cells[0].settings().mesh_mode.as_deref(), Some("server"));
+}
+
+#[test]
+fn bad_modes_and_concurrency_are_placed() {
+    let src = format!("{MESH}\n[matrix]\nmode = [\"baseline\", \"ambient\"]\n");
+    let err = mesh_plan(&src).unwrap_err();
+    let line = src.lines().position(|l| l.contains("ambient")).unwrap() + 1;
+    assert!(
+        err.starts_with(&format!(
+            "x.toml:{line}:21: matrix.mode: unknown mode `ambient` (expected \"baseline\", \"server\" or \"both\")"
+        )),
+        "{err}"
+    );
+    for (bad, want) in [
+        ("mode = []", "matrix.mode: must list at least one mode"),
+        (
+            "mode = [\"both\", \"both\"]",
+            "matrix.mode: `both` is listed twice",
+        ),
+        (
+            "concurrency = [0]",
+            "matrix.concurrency: 0 workers: must be between 1 and 64",
+        ),
+        (
+            "concurrency = [2, 2]",
+            "matrix.concurrency: 2 is listed twice",
+        ),
+        (
+            "sidecar_cpu = [\"0x\"]",
+            "matrix.sidecar_cpu: `0x`: a relative limit",
+        ),
+        ("sidecar_cpu = [\"-1x\"]", "matrix.sidecar_cpu: `-1x`"),
+        (
+            "sidecar_cpu = [\"0.8x\", \"0.8x\"]",
+            "`0.8x` is listed twice",
+        ),
+    ] {
+        let err = mesh_plan(&format!("{MESH}\n[matrix]\n{bad}\n")).unwrap_err();
+        assert!(
+            err.starts_with("x.toml:") && err.contains(want),
+            "{bad}: {err}"
+        );
+    }
+    // a mode needs the embedded mesh
+    let err = plan(
+        "[target]\nurl = \"https://checkout.example:443/\"\n[load]\nrate = 1\nduration = \"1s\"\n[matrix]\nmode = [\"both\"]\n",
+    )
+    .unwrap_err();
+    assert!(
+        err.starts_with("s.toml:7:8: matrix.mode needs the embedded mesh"),
+        "{err}"
+    );
+}

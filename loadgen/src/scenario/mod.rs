@@ -144,6 +144,8 @@ pub struct LoadSection {
     pub threads: Option<Spanned<i64>>,
     /// How the engine waits for open-loop send times: "spin", "hybrid" (default), "sleep".
     pub idle: Option<Spanned<String>>,
+    /// CPUs to pin the engine's worker threads to (worker i on `cpus[i mod len]`).
+    pub cpus: Option<Spanned<Vec<Spanned<i64>>>>,
 }
 
 /// `[app]`: the built-in app server as the target.
@@ -220,8 +222,12 @@ pub struct SubsetSection {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatrixSection {
+    /// Embedded mesh topologies: "baseline", "server", "both".
+    pub mode: Option<Spanned<Vec<Spanned<String>>>>,
     pub sidecar_cpu: Option<Spanned<Vec<Spanned<RawQuantity>>>>,
     pub access_log: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Sidecar worker threads (Envoy's `--concurrency`).
+    pub concurrency: Option<Spanned<Vec<Spanned<i64>>>>,
     pub rate: Option<Spanned<Vec<Spanned<f64>>>>,
     pub connections: Option<Spanned<Vec<Spanned<i64>>>>,
 }

@@ -27,6 +27,7 @@ impl CellTarget for AppTarget {
             url: format!("http://{addr}/"),
             connect_to: Some(addr),
             tls: Default::default(),
+            split: vec![],
         })
     }
 

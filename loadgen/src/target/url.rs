@@ -15,6 +15,7 @@ impl CellTarget for UrlTarget {
             url: url.clone(),
             connect_to: None,
             tls: tls.clone(),
+            split: vec![],
         })
     }
 }

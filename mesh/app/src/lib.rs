@@ -93,6 +93,10 @@ pub struct AppConfig {
     pub body_bytes: usize,
     #[serde(default)]
     pub stall: Option<Stall>,
+    /// Request headers copied into the response when present (e.g.
+    /// `x-forwarded-client-cert`, to show who the app's caller was).
+    #[serde(default)]
+    pub echo_headers: Vec<String>,
 }
 
 fn loopback() -> SocketAddr {
@@ -109,6 +113,7 @@ impl Default for AppConfig {
             headers: vec![],
             body_bytes: 0,
             stall: None,
+            echo_headers: vec![],
         }
     }
 }
@@ -176,6 +181,11 @@ impl AppConfig {
         for (k, v) in &self.headers {
             header_pair(k, v)?;
         }
+        for k in &self.echo_headers {
+            http::HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+                AppError::Config(format!("echo_headers: `{k}` is not a header name"))
+            })?;
+        }
         Ok(())
     }
 }
@@ -207,6 +217,7 @@ struct App {
     service_time: Duration,
     dist: ServiceTimeDist,
     headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    echo: Vec<http::HeaderName>,
     body: Bytes,
     stall: Option<(Duration, Duration)>,
 }
@@ -247,6 +258,11 @@ impl App {
         for (k, v) in &self.headers {
             resp.headers_mut().append(k.clone(), v.clone());
         }
+        for k in &self.echo {
+            if let Some(v) = req.headers().get(k) {
+                resp.headers_mut().insert(k.clone(), v.clone());
+            }
+        }
         Ok(resp)
     }
 }
@@ -278,6 +294,11 @@ pub async fn spawn(cfg: AppConfig) -> Result<(SocketAddr, ServerHandle), AppErro
         service_time: cfg.service_time.0,
         dist: cfg.service_time_dist,
         headers,
+        echo: cfg
+            .echo_headers
+            .iter()
+            .filter_map(|k| http::HeaderName::from_bytes(k.as_bytes()).ok())
+            .collect(),
         body: Bytes::from(vec![b'x'; cfg.body_bytes]),
         stall: cfg.stall.map(|s| (s.stall.0, s.every.0)),
     });

@@ -53,6 +53,7 @@ fn handle(c: &mut Criterion) {
     let upstream = rt.block_on(app());
     for mode in [AccessLogMode::Off, AccessLogMode::Buffered] {
         let cfg = SidecarConfig {
+            direction: Default::default(),
             listen: "127.0.0.1:0".parse().unwrap(),
             cert: cert.clone(),
             key: key.clone(),
@@ -61,6 +62,7 @@ fn handle(c: &mut Criterion) {
                 subset: "v1".into(),
                 weight: 100,
                 upstream,
+                tls: None,
             }],
             concurrency: 1,
             access_log: mode,

@@ -33,25 +33,69 @@ impl AccessLogMode {
     }
 }
 
-/// One weighted route to a subset's app.
+/// Which side of a workload the sidecar is on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Server side (Istio's inbound listener): STRICT mTLS from other sidecars, plaintext
+    /// to the local app(s); the app is told the caller's identity in
+    /// `x-forwarded-client-cert`.
+    #[default]
+    Inbound,
+    /// Client side (Istio's outbound listener): plaintext from the local app, routed by
+    /// weight, mTLS with this workload's certificate to each route's server-side sidecar,
+    /// whose identity is verified.
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+/// How an outbound route reaches its upstream: mTLS with this name and identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTls {
+    /// TLS server name (SNI and certificate name check), e.g.
+    /// `checkout.default.svc.cluster.local`.
+    pub server_name: String,
+    /// The URI SAN the upstream's certificate must carry, e.g.
+    /// `spiffe://cluster.local/ns/default/sa/checkout`.
+    pub identity: String,
+}
+
+/// One weighted route to a subset's app (inbound) or server-side sidecar (outbound).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     pub subset: String,
     pub weight: u32,
     pub upstream: SocketAddr,
+    /// Outbound: required (mTLS origination); inbound: absent.
+    #[serde(default)]
+    pub tls: Option<RouteTls>,
 }
 
 /// Everything the sidecar process needs (the JSON file given to `mesh-sidecar --config`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SidecarConfig {
+    /// Inbound (default) or outbound.
+    #[serde(default)]
+    pub direction: Direction,
     /// Address to listen on; port 0 picks a free one.
     pub listen: SocketAddr,
-    /// Serving certificate chain and key (PEM).
+    /// This workload's certificate chain and key (PEM): served to callers (inbound) or
+    /// presented to upstreams (outbound).
     pub cert: PathBuf,
     pub key: PathBuf,
-    /// CA that client certificates must chain to (PEM).
+    /// The mesh CA (PEM): client certificates must chain to it (inbound), upstream
+    /// certificates must chain to it (outbound).
     pub ca: PathBuf,
     pub routes: Vec<Route>,
     /// Worker threads (Envoy's `--concurrency`).
@@ -78,6 +122,23 @@ pub(crate) fn check(cfg: &SidecarConfig) -> Result<(), SidecarError> {
     }
     if cfg.routes.iter().map(|r| r.weight).sum::<u32>() == 0 {
         return Err(SidecarError::Config("routes: weights sum to 0".into()));
+    }
+    for r in &cfg.routes {
+        match (cfg.direction, &r.tls) {
+            (Direction::Outbound, None) => {
+                return Err(SidecarError::Config(format!(
+                    "routes: outbound route `{}` needs `tls` (server_name, identity): the mesh is STRICT",
+                    r.subset
+                )))
+            }
+            (Direction::Inbound, Some(_)) => {
+                return Err(SidecarError::Config(format!(
+                    "routes: inbound route `{}` has `tls`: an inbound sidecar speaks plaintext to its app",
+                    r.subset
+                )))
+            }
+            _ => {}
+        }
     }
     if cfg.concurrency == 0 {
         return Err(SidecarError::Config(

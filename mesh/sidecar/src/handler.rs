@@ -5,7 +5,7 @@
 use crate::access_log::Entry;
 use crate::route::State;
 use crate::upstream::{collect_body, UpstreamFailure};
-use crate::AccessLogMode;
+use crate::{AccessLogMode, Direction};
 use bytes::{Bytes, BytesMut};
 use http::header::HeaderName;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
@@ -32,6 +32,7 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
 static X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName =
     HeaderName::from_static("x-envoy-upstream-service-time");
+static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
     for name in &HOP_BY_HOP {
@@ -61,6 +62,9 @@ fn hval<'a>(h: &'a HeaderMap, name: &HeaderName) -> &'a str {
 pub(crate) struct Peer {
     /// The peer's IP address as a header value (an IP address always formats as one).
     ip: HeaderValue,
+    /// Inbound: `x-forwarded-client-cert` for the app, `By=<own id>;URI=<caller id>`
+    /// (Envoy's format without the certificate hash), when the caller has an identity.
+    xfcc: Option<HeaderValue>,
 }
 
 impl Peer {
@@ -68,7 +72,20 @@ impl Peer {
         Peer {
             ip: HeaderValue::from_str(&addr.ip().to_string())
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            xfcc: None,
         }
+    }
+
+    /// The caller's identity (the URI SAN of its client certificate), for the app.
+    pub fn with_caller(mut self, own: Option<&str>, caller: Option<&str>) -> Peer {
+        self.xfcc = caller.and_then(|c| {
+            let v = match own {
+                Some(by) => format!("By={by};URI={c}"),
+                None => format!("URI={c}"),
+            };
+            HeaderValue::from_str(&v).ok()
+        });
+        self
     }
 
     /// `x-forwarded-for`: the peer appended to `prev` (a request's own header), or the
@@ -133,7 +150,20 @@ where
     if let Some(v) = peer.forwarded_for(up_headers.get(&X_FORWARDED_FOR)) {
         up_headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    up_headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
+    // What the app learns about its caller is set by the sidecar, never passed through:
+    // inbound, the verified identity of the peer; outbound, nothing (the server side sets it).
+    up_headers.remove(&X_FORWARDED_CLIENT_CERT);
+    match st.direction {
+        Direction::Inbound => {
+            up_headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
+            if let Some(v) = &peer.xfcc {
+                up_headers.insert(X_FORWARDED_CLIENT_CERT.clone(), v.clone());
+            }
+        }
+        Direction::Outbound => {
+            up_headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        }
+    }
     let mut up_req = Request::new(Full::new(body));
     *up_req.method_mut() = parts.method.clone();
     *up_req.uri_mut() = uri;

@@ -1,13 +1,17 @@
-//! The sidecar: an inbound proxy like Istio's Envoy sidecar, the system under test of the
-//! embedded mesh.
+//! The sidecar: a proxy like Istio's Envoy sidecar, the system under test of the embedded
+//! mesh, on either side of a call.
 //!
-//! - [`config`]: [`SidecarConfig`] (the JSON file of `mesh-sidecar --config`), routes, the
-//!   access-log mode;
-//! - STRICT mTLS (through `meshbench-tls`): client certificates must chain to the mesh
-//!   CA; plaintext and certificate-less clients never get an HTTP response; HTTP/1.1 and
-//!   HTTP/2 downstream, chosen by ALPN;
+//! - [`config`]: [`SidecarConfig`] (the JSON file of `mesh-sidecar --config`), the
+//!   direction, routes, the access-log mode;
+//! - inbound (server side): STRICT mTLS (through `meshbench-tls`): client certificates
+//!   must chain to the mesh CA; plaintext and certificate-less clients never get an HTTP
+//!   response; HTTP/1.1 and HTTP/2 downstream, chosen by ALPN; the app gets the caller's
+//!   identity in `x-forwarded-client-cert` (`By=<own id>;URI=<caller id>`, as Envoy);
+//! - outbound (client side): plaintext from the local app (HTTP/1.1 or h2c), mTLS with
+//!   this workload's certificate to the route's server-side sidecar, whose identity (URI
+//!   SAN) is verified on every connection;
 //! - [`route`]: a subset picked at random by weight per request;
-//! - [`upstream`]: pooled HTTP/1.1 keep-alive connections to the apps;
+//! - [`upstream`]: pooled HTTP/1.1 keep-alive connections to the upstreams;
 //! - [`handler`]: one request, with Envoy's headers, flags (503 UF/UC, 504 UT) and
 //!   access-log line;
 //! - [`access_log`]: Envoy's default format, `off` / `buffered` / `sync`.
@@ -23,7 +27,7 @@ mod route;
 mod upstream;
 
 pub use access_log::{AccessLog, ENVOY_DEFAULT_FORMAT, LOG_FLUSH_BYTES, LOG_FLUSH_INTERVAL};
-pub use config::{AccessLogMode, Route, SidecarConfig};
+pub use config::{AccessLogMode, Direction, Route, RouteTls, SidecarConfig};
 
 use handler::{handle, Peer};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -51,24 +55,50 @@ pub enum SidecarError {
 
 /// A sidecar ready to serve: TLS config and access log opened, routes checked.
 pub struct Sidecar {
-    tls: Arc<ServerConfig>,
+    /// Inbound: the STRICT listener's config; outbound: none (plaintext listener).
+    tls: Option<Arc<ServerConfig>>,
     state: Arc<State>,
 }
 
 impl Sidecar {
     pub fn new(cfg: &SidecarConfig) -> Result<Sidecar, SidecarError> {
         config::check(cfg)?;
-        // STRICT mTLS: client certificates required and verified against the mesh CA.
-        let tls = tls::server_config(&cfg.cert, &cfg.key, Some(&cfg.ca))?;
         let log = Arc::new(AccessLog::open(
             cfg.access_log,
             cfg.access_log_path.as_deref(),
         )?);
         let timeout = Duration::from_millis(cfg.upstream_timeout_ms.max(1));
+        let (tls, client_tls) = match cfg.direction {
+            // STRICT mTLS: client certificates required and verified against the mesh CA.
+            Direction::Inbound => (
+                Some(tls::server_config(&cfg.cert, &cfg.key, Some(&cfg.ca))?),
+                None,
+            ),
+            // mTLS origination with this workload's certificate; upstreams verified
+            // against the mesh CA (and by identity, per connection).
+            Direction::Outbound => (
+                None,
+                Some(tls::client_config(
+                    &tls::ClientTls {
+                        ca: Some(&cfg.ca),
+                        identity: Some((&cfg.cert, &cfg.key)),
+                        insecure_skip_verify: false,
+                    },
+                    &[tls::ALPN_HTTP1],
+                )?),
+            ),
+        };
+        let mut state = State::new(&cfg.routes, log, timeout, client_tls)?;
+        state.direction = cfg.direction;
+        state.own_identity = own_identity(&cfg.cert)?;
         Ok(Sidecar {
             tls,
-            state: Arc::new(State::new(&cfg.routes, log, timeout)),
+            state: Arc::new(state),
         })
+    }
+
+    pub fn direction(&self) -> Direction {
+        self.state.direction
     }
 
     /// The access log (for line counts in tests).
@@ -99,7 +129,7 @@ impl Sidecar {
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        let acceptor = tokio_rustls::TlsAcceptor::from(self.tls.clone());
+        let acceptor = self.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         let log = self.state.log.clone();
         let flusher = (log.mode() == AccessLogMode::Buffered).then(|| {
             let log = log.clone();
@@ -124,25 +154,9 @@ impl Sidecar {
                     let acceptor = acceptor.clone();
                     let st = self.state.clone();
                     conns.spawn(async move {
-                        // A handshake that does not finish in 10 s is dropped.
-                        let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                            Ok(Ok(t)) => t,
-                            _ => return,
-                        };
-                        let peer = Arc::new(Peer::new(peer));
-                        let svc = hyper::service::service_fn(move |req| handle(req, st.clone(), peer.clone()));
-                        // ALPN decides the protocol (as Envoy's listener does), so the
-                        // connection is served without sniffing the preface.
-                        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-                        let io = TokioIo::new(tls);
-                        if h2 {
-                            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                                .serve_connection(io, svc)
-                                .await;
-                        } else {
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(io, svc)
-                                .await;
+                        match acceptor {
+                            Some(a) => serve_tls(a, tcp, peer, st).await,
+                            None => serve_plain(tcp, peer, st).await,
                         }
                     });
                 }
@@ -156,6 +170,58 @@ impl Sidecar {
         }
         log.flush();
     }
+}
+
+/// Inbound: the STRICT handshake, then HTTP/1.1 or HTTP/2 as ALPN says (as Envoy's
+/// listener does, without sniffing the preface).
+async fn serve_tls(
+    acceptor: tokio_rustls::TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    addr: std::net::SocketAddr,
+    st: Arc<State>,
+) {
+    // A handshake that does not finish in 10 s is dropped.
+    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+        Ok(Ok(t)) => t,
+        _ => return,
+    };
+    let conn = tls.get_ref().1;
+    let caller = conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|leaf| tls::sans(leaf).ok())
+        .and_then(|names| names.into_iter().find(|n| n.starts_with("spiffe://")));
+    let h2 = conn.alpn_protocol() == Some(b"h2".as_slice());
+    let peer = Arc::new(Peer::new(addr).with_caller(st.own_identity.as_deref(), caller.as_deref()));
+    let svc = hyper::service::service_fn(move |req| handle(req, st.clone(), peer.clone()));
+    let io = TokioIo::new(tls);
+    if h2 {
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(io, svc)
+            .await;
+    } else {
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, svc)
+            .await;
+    }
+}
+
+/// Outbound: plaintext from the local app, HTTP/1.1 or prior-knowledge HTTP/2 (h2c).
+async fn serve_plain(tcp: tokio::net::TcpStream, addr: std::net::SocketAddr, st: Arc<State>) {
+    let peer = Arc::new(Peer::new(addr));
+    let svc = hyper::service::service_fn(move |req| handle(req, st.clone(), peer.clone()));
+    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(tcp), svc)
+        .await;
+}
+
+/// The first SPIFFE URI SAN of the certificate in `cert` (PEM), if any.
+fn own_identity(cert: &std::path::Path) -> Result<Option<String>, SidecarError> {
+    let certs = tls::load_certs(cert)?;
+    Ok(certs
+        .first()
+        .and_then(|leaf| tls::sans(leaf).ok())
+        .and_then(|names| names.into_iter().find(|n| n.starts_with("spiffe://"))))
 }
 
 /// Serve `cfg` on `listener` in-process until `shutdown`.

@@ -2,8 +2,8 @@
 //! route with DestinationRule subsets does.
 
 use crate::access_log::AccessLog;
-use crate::upstream::Upstream;
-use crate::Route;
+use crate::upstream::{Upstream, UpstreamTls};
+use crate::{Direction, Route, SidecarError};
 use rand::Rng;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,6 +16,10 @@ pub(crate) struct State {
     pub total_weight: u32,
     pub log: Arc<AccessLog>,
     pub timeout: Duration,
+    pub direction: Direction,
+    /// This workload's identity (the URI SAN of its certificate): `By=` of the
+    /// `x-forwarded-client-cert` an inbound sidecar gives its app.
+    pub own_identity: Option<String>,
 }
 
 impl State {
@@ -27,28 +31,51 @@ impl State {
 }
 
 impl State {
-    /// The routes of `routes` with their upstream pools.
-    pub fn new(routes: &[Route], log: Arc<AccessLog>, timeout: Duration) -> State {
+    /// The routes of `routes` with their upstream pools; `client_tls` (outbound) is this
+    /// workload's mTLS client config, used for every route with `tls`.
+    pub fn new(
+        routes: &[Route],
+        log: Arc<AccessLog>,
+        timeout: Duration,
+        client_tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<State, SidecarError> {
         let mut cumulative = Vec::new();
         let mut acc = 0;
         for r in routes {
             acc += r.weight;
             cumulative.push(acc);
         }
-        let upstreams = routes
-            .iter()
-            .map(|r| Upstream {
+        let mut upstreams = Vec::with_capacity(routes.len());
+        for r in routes {
+            let tls = match (&r.tls, &client_tls) {
+                (Some(t), Some(config)) => Some(UpstreamTls {
+                    connector: tokio_rustls::TlsConnector::from(config.clone()),
+                    server_name: rustls::pki_types::ServerName::try_from(t.server_name.clone())
+                        .map_err(|_| {
+                            SidecarError::Config(format!(
+                                "routes: `{}` is not a valid TLS server name",
+                                t.server_name
+                            ))
+                        })?,
+                    identity: t.identity.clone(),
+                }),
+                _ => None,
+            };
+            upstreams.push(Upstream {
                 addr: r.upstream,
                 addr_text: r.upstream.to_string(),
                 idle: Mutex::new(Vec::new()),
-            })
-            .collect();
-        State {
+                tls,
+            });
+        }
+        Ok(State {
             upstreams,
             cumulative,
             total_weight: acc,
             log,
             timeout,
-        }
+            direction: Direction::Inbound,
+            own_identity: None,
+        })
     }
 }

@@ -1,5 +1,7 @@
-//! Upstream: the subset apps behind the sidecar, each with its own pool of HTTP/1.1
-//! keep-alive connections (one retry when a reused connection turns out closed).
+//! Upstream: the subset apps behind an inbound sidecar, or the server-side sidecars in
+//! front of them behind an outbound one (mTLS with this workload's certificate, the
+//! upstream's identity verified), each with its own pool of HTTP/1.1 keep-alive
+//! connections (one retry when a reused connection turns out closed).
 
 use bytes::{Bytes, BytesMut};
 use http::{header, Request};
@@ -14,11 +16,21 @@ use tokio::net::TcpStream;
 pub(crate) const MAX_BODY: usize = 16 << 20;
 const MAX_IDLE_PER_UPSTREAM: usize = 256;
 
-/// One upstream (a subset's app) with its idle keep-alive connections.
+/// One upstream (a subset's app or server-side sidecar) with its idle keep-alive
+/// connections.
 pub(crate) struct Upstream {
     pub addr: SocketAddr,
     pub addr_text: String,
     pub idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    pub tls: Option<UpstreamTls>,
+}
+
+/// mTLS origination to one upstream (outbound sidecars).
+pub(crate) struct UpstreamTls {
+    pub connector: tokio_rustls::TlsConnector,
+    pub server_name: rustls::pki_types::ServerName<'static>,
+    /// The URI SAN its certificate must carry.
+    pub identity: String,
 }
 
 pub(crate) enum UpstreamFailure {
@@ -34,13 +46,21 @@ impl Upstream {
             .await
             .map_err(|_| UpstreamFailure::Connect)?;
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|_| UpstreamFailure::Connect)?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(sender)
+        match &self.tls {
+            None => handshake(stream).await,
+            Some(t) => {
+                // A handshake that fails, or an upstream whose certificate does not carry
+                // the expected identity, is a connection failure (Envoy: UF).
+                let tls = t
+                    .connector
+                    .connect(t.server_name.clone(), stream)
+                    .await
+                    .map_err(|_| UpstreamFailure::Connect)?;
+                tls::check_identity(tls.get_ref().1.peer_certificates(), &t.identity)
+                    .map_err(|_| UpstreamFailure::Connect)?;
+                handshake(tls).await
+            }
+        }
     }
 
     fn take_idle(&self) -> Option<SendRequest<Full<Bytes>>> {
@@ -99,6 +119,19 @@ impl Upstream {
             }
         }
     }
+}
+
+async fn handshake<T>(io: T) -> Result<SendRequest<Full<Bytes>>, UpstreamFailure>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|_| UpstreamFailure::Connect)?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
 }
 
 fn clone_request(req: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {

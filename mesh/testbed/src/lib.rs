@@ -10,7 +10,10 @@
 //! - [`cgroup`]: the sidecar's cgroup with the cell's CFS quota (v1 and v2), its
 //!   `cpu.stat`; [`proc`]: a process's own counters without one;
 //! - [`mesh`]: [`Mesh::prepare`] (PKI once per run) and [`Mesh::up`] -> [`RunningMesh`]
-//!   (processes, cgroup, the 1 Hz throttling sampler, [`RunningMesh::down`] -> stats);
+//!   in the cell's [`MeshMode`] (baseline: apps only; server: one inbound sidecar; both:
+//!   a client-side sidecar and one server-side sidecar per subset), each sidecar in its
+//!   own cgroup with its 1 Hz throttling sampler; [`RunningMesh::down`] -> stats per
+//!   sidecar;
 //! - `live`: what runs right now, for [`emergency_cleanup`].
 //!
 //! Everything started is stopped, reaped and removed on [`RunningMesh::down`], on drop
@@ -28,7 +31,7 @@ pub mod spec;
 
 pub use live::emergency_cleanup;
 pub use mesh::{Mesh, RunningMesh};
-pub use spec::{CellMeshSettings, MeshSpec, SubsetSpec};
+pub use spec::{CellMeshSettings, MeshMode, MeshSpec, SubsetSpec};
 
 use std::path::PathBuf;
 

@@ -55,9 +55,47 @@ impl MeshSpec {
     }
 }
 
+/// The topology of a cell, as Istio's benchmark harness has them (istio/tools
+/// perf/benchmark: no_istio, serversidecar, bothsidecar).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MeshMode {
+    /// No sidecar: the load generator calls the apps directly (plaintext) and splits the
+    /// requests over the subsets by weight itself.
+    Baseline,
+    /// One inbound sidecar terminates STRICT mTLS from the load generator and routes to
+    /// the apps.
+    #[default]
+    Server,
+    /// The Istio data path: plaintext to a client-side (outbound) sidecar that routes by
+    /// weight and originates mTLS with its workload identity to one server-side (inbound)
+    /// sidecar per subset, each in front of its app.
+    Both,
+}
+
+impl MeshMode {
+    pub fn parse(s: &str) -> Option<MeshMode> {
+        match s {
+            "baseline" => Some(MeshMode::Baseline),
+            "server" => Some(MeshMode::Server),
+            "both" => Some(MeshMode::Both),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MeshMode::Baseline => "baseline",
+            MeshMode::Server => "server",
+            MeshMode::Both => "both",
+        }
+    }
+}
+
 /// The sidecar settings of one matrix cell.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CellMeshSettings {
+    pub mode: MeshMode,
     /// CPU limit in millicores; `None`: no quota (usage still measured in a cgroup).
     pub cpu_millis: Option<u64>,
     pub memory_bytes: Option<u64>,

@@ -106,9 +106,36 @@ fn whole(cell: &LoadedCell, metric: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-fn slo_on_cell(slo: &Slo, cell: &LoadedCell) -> GateResult {
+fn slo_on_cell(slo: &Slo, cell: &LoadedCell) -> Option<GateResult> {
     let c = &cell.result;
+    // What the mesh adds is not judged on the baseline itself, nor on a cell without the
+    // embedded mesh's modes.
+    if slo.metric.is_mesh_cost()
+        && matches!(c.settings.mesh_mode.as_deref(), None | Some("baseline"))
+        && c.sidecars.is_empty()
+    {
+        return None;
+    }
+    let cost = c.mesh_cost.as_ref();
     let (value, shown) = match slo.metric {
+        SloMetric::Added(p) => match cost.and_then(|m| m.added.as_ref()) {
+            Some(a) => {
+                let v = a.get(p).unwrap_or(f64::NAN);
+                (
+                    Some(v),
+                    format!(
+                        "added {p} {} vs {}",
+                        crate::meshcost::signed_us(v),
+                        a.baseline
+                    ),
+                )
+            }
+            None => (None, String::new()),
+        },
+        SloMetric::VcpuPer1k => match cost.and_then(|m| m.vcpu_per_1k_rps) {
+            Some(v) => (Some(v), format!("{v:.3} vCPU per 1000 req/s")),
+            None => (None, String::new()),
+        },
         SloMetric::Latency(p) => {
             if c.latency.corrected.count == 0 {
                 (None, String::new())
@@ -140,6 +167,18 @@ fn slo_on_cell(slo: &Slo, cell: &LoadedCell) -> GateResult {
         SloMetric::Rate => (Some(c.achieved_rate), format!("{:.1}/s", c.achieved_rate)),
     };
     let (verdict, explanation) = match value {
+        None if matches!(slo.metric, SloMetric::Added(_)) => (
+            Verdict::Failed,
+            format!(
+                "no added latency for this cell ({}), so the SLO cannot be judged",
+                cost.and_then(|m| m.note.clone())
+                    .unwrap_or_else(|| "no baseline cell of the same load".into())
+            ),
+        ),
+        None if slo.metric == SloMetric::VcpuPer1k => (
+            Verdict::Failed,
+            "no sidecar CPU was measured in this cell (no cgroup?), so the SLO cannot be judged".to_string(),
+        ),
         None if slo.metric == SloMetric::SendLag => (
             Verdict::Failed,
             "no send lateness was measured in this cell (closed loop, or nothing sent), so the SLO cannot be judged".to_string(),
@@ -157,14 +196,14 @@ fn slo_on_cell(slo: &Slo, cell: &LoadedCell) -> GateResult {
             format!("measured {shown}: violates `{}`", slo.expr),
         ),
     };
-    GateResult {
+    Some(GateResult {
         gate: slo.expr.clone(),
         cell: c.id.clone(),
         verdict,
         explanation,
         change: None,
         p_value: None,
-    }
+    })
 }
 
 /// Judge one regression gate on a matched pair of cells.
@@ -288,7 +327,7 @@ pub fn evaluate(
     }
     for cell in &current.cells {
         for slo in &opts.slos {
-            out.push(slo_on_cell(slo, cell));
+            out.extend(slo_on_cell(slo, cell));
         }
         if let Some(base) = baseline {
             match base.cell(&cell.result.id) {

@@ -228,12 +228,20 @@ pub fn build_charts(run: &LoadedRun) -> ChartSet {
         charts: Vec::new(),
         not_drawn: Vec::new(),
     };
-    match matrix::MatrixChart::from_run(run) {
-        Ok(c) => {
-            set.not_drawn.extend(c.left_out.iter().cloned());
-            set.charts.push((Placement::Run, AnyChart::Matrix(c)));
+    // The headline: what the mesh adds, when the run has mesh modes; then the absolute
+    // latency beside it.
+    let has_modes = run.run.cells.iter().any(|c| c.settings.mesh_mode.is_some());
+    for measure in [matrix::Measure::Added, matrix::Measure::Absolute] {
+        if measure == matrix::Measure::Added && !has_modes {
+            continue;
         }
-        Err(why) => set.not_drawn.push(why),
+        match matrix::MatrixChart::from_run(run, measure) {
+            Ok(c) => {
+                set.not_drawn.extend(c.left_out.iter().cloned());
+                set.charts.push((Placement::Run, AnyChart::Matrix(c)));
+            }
+            Err(why) => set.not_drawn.push(why),
+        }
     }
     if let Some(c) = percentile::PercentileOverlay::from_cells(&run.cells) {
         set.charts

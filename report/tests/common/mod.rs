@@ -279,6 +279,7 @@ pub fn cell(dir: &Path, index: usize, spec: &CellSpec) -> CellResult {
             access_log: Some(spec.log.clone()),
             rate: Some(spec.rate as f64),
             connections: 8,
+            ..Default::default()
         },
         mode: LoadMode::Open,
         protocol: "http1".into(),
@@ -315,7 +316,10 @@ pub fn cell(dir: &Path, index: usize, spec: &CellSpec) -> CellResult {
             } else {
                 vec![]
             },
+            ..Default::default()
         }),
+        sidecars: vec![],
+        mesh_cost: None,
         generator: Some(GeneratorStats {
             idle: "hybrid".into(),
             threads: 1,
@@ -324,6 +328,7 @@ pub fn cell(dir: &Path, index: usize, spec: &CellSpec) -> CellResult {
             send_lag,
             lag_limit_us: Some(lag_limit),
             trusted: send_lag.is_none_or(|l| l.p99_us <= lag_limit),
+            ..Default::default()
         }),
         checks,
         interrupted: false,

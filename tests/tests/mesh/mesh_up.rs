@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 use testbed::{CellMeshSettings, Mesh, MeshSpec, RunningMesh, SubsetSpec};
 
-fn spec() -> MeshSpec {
+pub(crate) fn spec() -> MeshSpec {
     let subset = |name: &str, weight| SubsetSpec {
         name: name.into(),
         weight,
@@ -34,6 +34,7 @@ fn spec() -> MeshSpec {
 
 fn settings(cpu: Option<u64>, log: AccessLogMode, apply: bool) -> CellMeshSettings {
     CellMeshSettings {
+        mode: testbed::MeshMode::Server,
         cpu_millis: cpu,
         memory_bytes: None,
         access_log: log,
@@ -43,7 +44,7 @@ fn settings(cpu: Option<u64>, log: AccessLogMode, apply: bool) -> CellMeshSettin
 }
 
 /// Send `n` requests through the mesh; returns counts per x-version.
-fn drive(m: &RunningMesh, n: usize) -> Vec<(String, u64)> {
+pub(crate) fn drive(m: &RunningMesh, n: usize) -> Vec<(String, u64)> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -91,12 +92,12 @@ fn drive(m: &RunningMesh, n: usize) -> Vec<(String, u64)> {
     })
 }
 
-fn gone(pid: u32) -> bool {
+pub(crate) fn gone(pid: u32) -> bool {
     // Reaped children disappear from /proc (pid reuse within the test is not a concern).
     !Path::new(&format!("/proc/{pid}")).exists()
 }
 
-fn cgroups_writable() -> bool {
+pub(crate) fn cgroups_writable() -> bool {
     match testbed::cgroup::Cgroups::detect() {
         Ok(_) => true,
         Err(e) => {
@@ -129,14 +130,14 @@ fn up_serves_strict_mtls_and_down_removes_everything() {
         "spiffe://cluster.local/ns/default/sa/checkout"
     );
     let mut pids = m.app_pids();
-    pids.push(m.sidecar_pid());
+    pids.extend(m.sidecar_pids());
     let dirs = m.cgroup_dirs();
     assert_eq!(apply, !dirs.is_empty());
     if apply {
         let procs = std::fs::read_to_string(dirs[0].join("cgroup.procs")).unwrap();
         assert_eq!(
             procs.trim(),
-            m.sidecar_pid().to_string(),
+            m.sidecar_pids()[0].to_string(),
             "the sidecar runs in its cgroup"
         );
         let quota = std::fs::read_to_string(dirs[0].join("cpu.cfs_quota_us"))
@@ -160,7 +161,7 @@ fn up_serves_strict_mtls_and_down_removes_everything() {
         path: "/",
     }));
     assert_eq!(strict.status, CheckStatus::Passed, "{}", strict.summary);
-    let stats = m.down().unwrap();
+    let stats = m.down().unwrap().remove(0);
     // 400 driven + 1 control request of the STRICT check
     assert_eq!(stats.access_log_lines, Some(401));
     if apply {
@@ -190,7 +191,7 @@ fn drop_without_down_removes_everything() {
     m.begin_measurement_after(Duration::from_millis(10));
     drive(&m, 20);
     let mut pids = m.app_pids();
-    pids.push(m.sidecar_pid());
+    pids.extend(m.sidecar_pids());
     let dirs = m.cgroup_dirs();
     drop(m); // as on an error path or an unwinding panic
     for p in pids {
@@ -212,7 +213,7 @@ fn no_cpu_limits_runs_without_a_cgroup() {
     assert!(!m.cpu_limit_applied());
     assert!(m.cgroup_dirs().is_empty());
     drive(&m, 10);
-    let stats = m.down().unwrap();
+    let stats = m.down().unwrap().remove(0);
     assert_eq!(
         stats.cpu_stat, None,
         "no cgroup, no cpu.stat: never pretend"

@@ -7,9 +7,9 @@ use meshbench_tests::bin;
 use sidecar::AccessLogMode;
 use std::path::Path;
 use std::sync::Arc;
-use testbed::{CellMeshSettings, Mesh, RunningMesh};
+use testbed::{CellMeshSettings, Mesh, MeshMode, RunningMesh};
 
-fn up(dir: &Path) -> (Mesh, RunningMesh) {
+fn up(dir: &Path, mode: MeshMode) -> (Mesh, RunningMesh) {
     let spec = testbed::MeshSpec {
         service: "checkout".into(),
         namespace: "default".into(),
@@ -28,6 +28,7 @@ fn up(dir: &Path) -> (Mesh, RunningMesh) {
     };
     let mut m = Mesh::prepare(&spec, dir, &bin("loadgen")).unwrap();
     let settings = CellMeshSettings {
+        mode,
         cpu_millis: None,
         memory_bytes: None,
         access_log: AccessLogMode::Off,
@@ -40,37 +41,27 @@ fn up(dir: &Path) -> (Mesh, RunningMesh) {
 
 /// Local addresses of the listening TCP sockets a process holds.
 fn listening(pid: u32) -> Vec<String> {
-    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read_link(e.path()).ok())
-        .filter_map(|l| {
-            let l = l.to_string_lossy().into_owned();
-            l.strip_prefix("socket:[")
-                .and_then(|x| x.strip_suffix(']'))
-                .map(str::to_string)
-        })
-        .collect();
-    let mut out = Vec::new();
-    for table in ["tcp", "tcp6"] {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            // local_address, state (0A = LISTEN), inode
-            if f.len() > 9 && f[3] == "0A" && inodes.iter().any(|i| i == f[9]) {
-                out.push(f[1].to_string());
-            }
-        }
-    }
-    out
+    meshbench_tests::tcp_sockets(pid)
+        .into_iter()
+        .filter(|s| s.state == "0A")
+        .map(|s| s.local)
+        .collect()
 }
 
 #[test]
 fn nothing_listens_beyond_loopback() {
     let dir = tempfile::tempdir().unwrap();
-    let (_m, r) = up(dir.path());
+    let (_m, r) = up(dir.path(), MeshMode::Server);
+    let (_m2, both) = up(&dir.path().join("both"), MeshMode::Both);
     let mut pids = r.app_pids();
-    pids.push(r.sidecar_pid());
+    pids.extend(r.sidecar_pids());
+    pids.extend(both.app_pids());
+    assert_eq!(
+        both.sidecar_pids().len(),
+        2,
+        "client + one server-side sidecar"
+    );
+    pids.extend(both.sidecar_pids());
     for pid in pids {
         let addrs = listening(pid);
         assert!(!addrs.is_empty(), "process {pid} listens somewhere");
@@ -107,7 +98,7 @@ fn tls_client(
 #[test]
 fn the_sidecar_speaks_tls_1_2_and_1_3_only() {
     let dir = tempfile::tempdir().unwrap();
-    let (_m, r) = up(dir.path());
+    let (_m, r) = up(dir.path(), MeshMode::Server);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -156,7 +147,7 @@ fn the_sidecar_speaks_tls_1_2_and_1_3_only() {
 #[test]
 fn an_expired_client_certificate_of_the_mesh_ca_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (_m, r) = up(dir.path());
+    let (_m, r) = up(dir.path(), MeshMode::Server);
     // a client certificate signed by the mesh's own CA, valid only in 2020
     let ca_pem = std::fs::read_to_string(&r.pki.ca_cert).unwrap();
     let ca_key =

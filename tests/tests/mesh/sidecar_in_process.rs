@@ -76,6 +76,7 @@ async fn sidecar(
     log: Option<&Path>,
 ) -> Running {
     let cfg = SidecarConfig {
+        direction: Default::default(),
         listen: "127.0.0.1:0".parse().unwrap(),
         cert: pki.server_cert.clone(),
         key: pki.server_key.clone(),
@@ -189,6 +190,7 @@ async fn refuses_plaintext_certless_and_untrusted_clients() {
             subset: "v1".into(),
             weight: 100,
             upstream: v1,
+            tls: None,
         }],
         AccessLogMode::Off,
         None,
@@ -265,11 +267,13 @@ async fn routes_90_10_within_the_statistical_bound_over_http1_and_http2() {
             subset: "v1".into(),
             weight: 90,
             upstream: v1,
+            tls: None,
         },
         Route {
             subset: "v2".into(),
             weight: 10,
             upstream: v2,
+            tls: None,
         },
     ];
     let sc = sidecar(&pki, routes, AccessLogMode::Off, None).await;
@@ -334,6 +338,7 @@ async fn access_log_has_one_envoy_line_per_request_when_on_and_none_when_off() {
             subset: "v1".into(),
             weight: 100,
             upstream: v1,
+            tls: None,
         }]
     };
     const N: usize = 50;
@@ -406,6 +411,7 @@ async fn buffered_log_is_flushed_within_about_a_second() {
             subset: "v1".into(),
             weight: 100,
             upstream: v1,
+            tls: None,
         }],
         AccessLogMode::Buffered,
         Some(&path),
@@ -450,6 +456,7 @@ async fn unreachable_upstream_is_a_503_with_envoy_flag() {
             subset: "v1".into(),
             weight: 100,
             upstream: dead,
+            tls: None,
         }],
         AccessLogMode::Sync,
         Some(&path),
