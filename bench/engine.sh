@@ -245,20 +245,23 @@ if has accuracy; then
   echo "response on the same connection), the part the generator could have avoided (bench/tools/"
   echo "lateness.py). Self: what loadgen's run.json reports for the same run. µs."
   echo
-  echo "| round | steal % | rate | tool | schedule p50 | p90 | p99 | p99.9 | max | free p50 | p90 | p99 | p99.9 | max | self p99 | self max | generator CPU (cores) | clock steps |"
+  echo "| round | steal % | rate | tool | schedule p50 | p90 | p99 | p99.9 | max | free p50 | p90 | p99 | p99.9 | max | self p99 | self max | generator CPU (cores) | clock steps / packets dropped |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   capture() { # name, rate, command...
     local name=$1 rate=$2; shift 2
     "${ON0[@]}" "$WORK/clockwatch" > "$WORK/$name.clock" & local cw=$!
     "${ON0[@]}" tcpdump -i lo -nn -s 96 -B 32768 --time-stamp-precision nano -w "$WORK/$name.pcap" \
       "(tcp dst port $PORT and tcp[((tcp[12:1] & 0xf0) >> 2):4] = 0x47455420) or (tcp src port $PORT and tcp[((tcp[12:1] & 0xf0) >> 2):4] = 0x48545450)" \
-      2>/dev/null & local td=$!
+      2>"$WORK/$name.tcpdump" & local td=$!
     sleep 1
     "$@" > "$WORK/$name.out" 2>/dev/null || true
     sleep 0.5
     kill "$td"; wait "$td" 2>/dev/null || true
     kill "$cw"; wait "$cw" 2>/dev/null || true
-    python3 bench/tools/lateness.py "$WORK/$name.pcap" "$rate" "$WORK/$name.clock" "${rate%.*}"
+    # a packet the capture dropped would shift every later one by a slot: say so
+    local drops
+    drops=$(awk '/dropped by kernel/ {print $1}' "$WORK/$name.tcpdump")
+    echo "$(python3 bench/tools/lateness.py "$WORK/$name.pcap" "$rate" "$WORK/$name.clock" "${rate%.*}") drops=${drops:-?}"
   }
   for r in $(seq "$ROUNDS"); do
     round_start
@@ -270,7 +273,7 @@ if has accuracy; then
         name="r$r-$rate-$t"
         if [[ $t == floor ]]; then
           read -r _n s50 s90 s99 s999 smax <<<"$("$WORK/spinfloor" "$rate" "${DURATION%s}")"
-          rows+=("| $r | STEAL | $rate | floor: C spin loop, no traffic | $s50 | $s90 | $s99 | $s999 | $smax | | | | | | - | - | 1.00 | - |")
+          rows+=("| $r | STEAL | $rate | floor: C spin loop, no traffic | $s50 | $s90 | $s99 | $s999 | $smax | | | | | | - | - | 1.00 | - / - |")
           continue
         elif [[ $t == oha ]]; then
           k=$(capture "$name" "$rate" "$OHA" -c "$CONNS" -q "$rate" -z "$DURATION" --latency-correction --no-tui "$URL")
@@ -283,8 +286,8 @@ if has accuracy; then
           cpu=$(cellq '%.2f' generator.cpu_cores < "$WORK/$name.out")
           t="loadgen $t"
         fi
-        read -r _n s50 s90 s99 s999 smax f50 f90 f99 f999 fmax steps <<<"$k"
-        rows+=("| $r | STEAL | $rate | $t | $s50 | $s90 | $s99 | $s999 | $smax | $f50 | $f90 | $f99 | $f999 | $fmax | $self | $cpu | ${steps#steps=} |")
+        read -r _n s50 s90 s99 s999 smax f50 f90 f99 f999 fmax steps drops <<<"$k"
+        rows+=("| $r | STEAL | $rate | $t | $s50 | $s90 | $s99 | $s999 | $smax | $f50 | $f90 | $f99 | $f999 | $fmax | $self | $cpu | ${steps#steps=} / ${drops#drops=} |")
       done
     done
     s=$(round_steal)
@@ -294,17 +297,30 @@ if has accuracy; then
 fi
 
 if has latency; then
-  echo "## latency at 1000 req/s over $CONNS connections, $DURATION (loadgen open loop, idle = hybrid)"
+  echo "## latency and send lag by protocol, open loop over $CONNS connections, $DURATION (loadgen, idle = hybrid${PIN:+, worker pinned to CPU 1})"
   echo
-  echo "| round | steal % | corrected p50 | corrected p99 | uncorrected p50 | uncorrected p99 | send lag p99 |"
-  echo "|---|---|---|---|---|---|---|"
+  echo "Send lag is loadgen's own report (kernel packet stamps cannot see requests inside TLS)."
+  echo
+  echo "| round | steal % | protocol | rate | corrected p50 | corrected p99 | uncorrected p50 | uncorrected p99 | send lag p50 | send lag p99 | send lag p99.9 |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|"
   for r in $(seq "$ROUNDS"); do
     round_start
-    lg plain --set load.mode=open --set load.rate=1000 --set load.duration="$DURATION" > "$WORK/o.json"
-    lg_ok "$WORK/o.json"
-    line=$(cellq '%.0f | %.0f | %.0f | %.0f | %.0f' latency_us.corrected.p50_us latency_us.corrected.p99_us \
-      latency_us.uncorrected.p50_us latency_us.uncorrected.p99_us generator.send_lag.p99_us < "$WORK/o.json")
-    echo "| $r | $(round_steal) | $line |"
+    rows=()
+    kinds=(plain tls h2)
+    (( r % 2 )) || kinds=(h2 tls plain)
+    for rate in $RATES; do
+      for k in "${kinds[@]}"; do
+        lg "$k" --set load.mode=open --set load.rate="$rate" --set load.duration="$DURATION" "${LG_PIN[@]}" > "$WORK/o.json"
+        lg_ok "$WORK/o.json"
+        line=$(cellq '%.0f | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f' latency_us.corrected.p50_us latency_us.corrected.p99_us \
+          latency_us.uncorrected.p50_us latency_us.uncorrected.p99_us generator.send_lag.p50_us \
+          generator.send_lag.p99_us generator.send_lag.p999_us < "$WORK/o.json")
+        case $k in plain) name="HTTP/1.1";; tls) name="HTTP/1.1 mTLS";; h2) name="HTTP/2 TLS";; esac
+        rows+=("| $r | STEAL | $name | $rate | $line |")
+      done
+    done
+    s=$(round_steal)
+    for row in "${rows[@]}"; do echo "${row/STEAL/$s}"; done
   done
   echo
 fi
