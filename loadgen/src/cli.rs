@@ -79,6 +79,11 @@ pub struct RunArgs {
     /// a symbolic link.
     #[arg(long)]
     pub force: bool,
+    /// Print, per cell, exactly what would be changed on the system measured (a
+    /// `[driver]`'s commands, patches and manifests) and what would be measured; change
+    /// nothing, measure nothing, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -194,8 +199,61 @@ fn watch_signals(stop: watch::Sender<bool>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `run --dry-run`: the cells and, with a `[driver]`, what it would run for each.
+fn dry_run(plan: &Plan, dir: &std::path::Path) -> String {
+    let mut out = format!(
+        "dry run of {} ({} cells): nothing is changed, measured or written\n",
+        plan.name,
+        plan.cells.len()
+    );
+    let (_tx, stop) = watch::channel(false);
+    let driver = plan
+        .driver
+        .as_ref()
+        .map(|d| crate::driver::Driver::new(d, dir, stop));
+    match (&plan.target, &driver) {
+        (crate::plan::TargetKind::Url { url, .. }, Some(_)) => {
+            out.push_str(&format!("target {url}; the {} driver would, per cell:\n", plan.driver.as_ref().map_or("", |d| d.name())));
+        }
+        (crate::plan::TargetKind::Url { url, .. }, None) => {
+            out.push_str(&format!("target {url} as it is (no [driver]: nothing on it is changed)\n"));
+        }
+        (crate::plan::TargetKind::App(_), _) => out.push_str("target: the built-in app server, started in-process on loopback\n"),
+        (crate::plan::TargetKind::Mesh(_), _) => out.push_str("target: the embedded mesh, started per cell on loopback (its own processes and cgroups, removed after each cell)\n"),
+    }
+    for cell in &plan.cells {
+        out.push_str(&format!(
+            "cell {} ({}): {} over {} connections\n",
+            cell.index,
+            cell.id,
+            cell.rate
+                .map_or("closed loop".to_string(), |r| format!("{r} req/s")),
+            cell.connections
+        ));
+        if let Some(d) = &driver {
+            for line in d.describe(plan, cell) {
+                out.push_str(&format!("  {line}\n"));
+            }
+        }
+    }
+    if driver.is_some() {
+        out.push_str(
+            "after the last cell (and on an error or interrupt): restore what was changed\n",
+        );
+    }
+    out
+}
+
 fn run_cmd(args: RunArgs) -> anyhow::Result<u8> {
     let plan = Plan::load(&args.scenario, &args.sets)?;
+    if args.dry_run {
+        let default = crate::run::default_run_dir(&plan.name, std::time::SystemTime::now());
+        print!(
+            "{}",
+            dry_run(&plan, args.out.as_deref().unwrap_or(&default))
+        );
+        return Ok(meshbench_schema::exit::OK);
+    }
     crate::target::mesh::check_cgroups(&plan, args.no_cpu_limits).map_err(anyhow::Error::msg)?;
     let default = crate::run::default_run_dir(&plan.name, std::time::SystemTime::now());
     let dir = crate::run::create_run_dir(args.out.as_deref(), &default, args.force)?;

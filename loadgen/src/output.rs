@@ -110,6 +110,25 @@ pub fn summary_table(run: &RunResult) -> String {
         r
     };
     for c in &run.cells {
+        if !c.measured() {
+            let mut r = vec![
+                Cell::new(&c.id),
+                Cell::new("-"),
+                Cell::new("-"),
+                Cell::new("-"),
+                Cell::new(
+                    c.settings
+                        .rate
+                        .map(|r| format!("{r}"))
+                        .unwrap_or_else(|| "closed".into()),
+                ),
+                Cell::new("NOT MEASURED"),
+            ];
+            let n = TABLE_STATS.len() + 2 + usize::from(modes);
+            r.extend((0..n).map(|_| Cell::new("-")));
+            t.add_row(r);
+            continue;
+        }
         let errs = c.errors.total();
         let err_text = if errs == 0 {
             "0".to_string()

@@ -308,8 +308,18 @@ pub async fn run(
 ) -> Result<RunOutput, RunError> {
     match &plan.target {
         TargetKind::Url { .. } => {
-            let mut t = target::checked::Checked::new(target::url::UrlTarget);
-            run_plan(plan, &mut t, opts, on_event).await
+            let checked = target::checked::Checked::new(target::url::UrlTarget);
+            match &plan.driver {
+                Some(d) => {
+                    let driver = crate::driver::Driver::new(d, &opts.dir, opts.stop.clone());
+                    let mut t = target::driven::Driven::new(checked, driver);
+                    run_plan(plan, &mut t, opts, on_event).await
+                }
+                None => {
+                    let mut t = checked;
+                    run_plan(plan, &mut t, opts, on_event).await
+                }
+            }
         }
         TargetKind::App(_) => {
             run_plan(plan, &mut target::app::AppTarget::default(), opts, on_event).await
@@ -375,6 +385,7 @@ pub async fn run_plan<T: CellTarget>(
             .filter(|c| c.strict_mtls)
             .map(|_| vec![crate::checks::STRICT_MTLS.to_string()])
             .unwrap_or_default(),
+        driver: None,
     };
     let run_file = dir.join(RUN_FILE);
     // First written before any cell: a run killed half-way is recognisable (no
@@ -391,6 +402,23 @@ pub async fn run_plan<T: CellTarget>(
             cell,
             of: plan.cells.len(),
         });
+        if let Err(f) = target.apply(plan, cell).await {
+            let mut r = failed_cell(cell, &f.reason);
+            target.failed(plan, cell, &mut r).await;
+            run.warnings.push(format!(
+                "cell {}: not measured: {}",
+                cell.id,
+                meshbench_schema::text::one_line(&f.reason)
+            ));
+            on_event(Event::CellFinished { cell, result: &r });
+            run.cells.push(r);
+            meshbench_schema::write_json_atomic(&run_file, &run)?;
+            if f.stop {
+                run.interrupted |= *opts.stop.borrow();
+                break;
+            }
+            continue;
+        }
         match run_one(plan, cell, target, &dir, &opts, &mut tls_cache, on_event).await {
             Ok((cell_result, warns)) => {
                 run.interrupted |= cell_result.interrupted;
@@ -419,6 +447,42 @@ pub async fn run_plan<T: CellTarget>(
     meshbench_schema::write_json_atomic(&run_file, &run)?;
     result?;
     Ok(RunOutput { dir, result: run })
+}
+
+/// The result of a cell whose settings could not be applied: nothing measured, the reason
+/// as its `failed` and as a failed `driver` check.
+fn failed_cell(cell: &CellPlan, reason: &str) -> CellResult {
+    CellResult {
+        id: cell.id.clone(),
+        settings: cell.settings(),
+        mode: cell.mode,
+        protocol: String::new(),
+        duration_s: 0.0,
+        requests: 0,
+        ok: 0,
+        achieved_rate: 0.0,
+        errors: Default::default(),
+        status_classes: Default::default(),
+        status_latency: Default::default(),
+        latency: Default::default(),
+        subsets: vec![],
+        hlog: None,
+        sidecar: None,
+        sidecars: vec![],
+        driver: None,
+        failed: Some(reason.to_string()),
+        mesh_cost: None,
+        generator: None,
+        checks: vec![CheckResult {
+            name: crate::target::driven::DRIVER_CHECK.into(),
+            status: CheckStatus::Failed,
+            summary: format!(
+                "FAILED: the cell's settings were not applied, it was not measured: {reason}"
+            ),
+            details: serde_json::Value::Null,
+        }],
+        interrupted: false,
+    }
 }
 
 async fn run_one<T: CellTarget>(
@@ -552,6 +616,8 @@ async fn run_one<T: CellTarget>(
         hlog: Some(hlog_name),
         sidecar: None,
         sidecars: vec![],
+        driver: None,
+        failed: None,
         mesh_cost: None,
         generator: Some(generator),
         checks: lag_check.into_iter().collect(),

@@ -58,8 +58,14 @@ fn error_pct(c: &meshbench_schema::CellResult) -> f64 {
 pub fn compare(base: &LoadedRun, current: &LoadedRun) -> Comparison {
     let mut cells = Vec::new();
     let mut only_in_current = Vec::new();
-    for cur in &current.run.cells {
-        let Some(b) = base.run.cells.iter().find(|b| b.id == cur.id) else {
+    // a cell that was not measured (its settings could not be applied) compares as absent
+    for cur in current.run.cells.iter().filter(|c| c.measured()) {
+        let Some(b) = base
+            .run
+            .cells
+            .iter()
+            .find(|b| b.measured() && b.id == cur.id)
+        else {
             only_in_current.push(cur.id.clone());
             continue;
         };
@@ -101,7 +107,14 @@ pub fn compare(base: &LoadedRun, current: &LoadedRun) -> Comparison {
         .run
         .cells
         .iter()
-        .filter(|b| !current.run.cells.iter().any(|c| c.id == b.id))
+        .filter(|b| b.measured())
+        .filter(|b| {
+            !current
+                .run
+                .cells
+                .iter()
+                .any(|c| c.measured() && c.id == b.id)
+        })
         .map(|b| b.id.clone())
         .collect();
     Comparison {

@@ -86,6 +86,43 @@ fn latency_row(s: &mut String, name: &str, p: &Percentiles) {
     s.push_str("</tr>\n");
 }
 
+/// What a `[driver]` applied and verified for the cell (a real mesh).
+fn driver_evidence(s: &mut String, c: &CellResult) {
+    let Some(d) = &c.driver else { return };
+    let _ = writeln!(
+        s,
+        "<p>Driver: applied and live in {:.1} s{}{}.</p>",
+        d.apply_s,
+        d.verified
+            .as_deref()
+            .map(|v| format!("; verified: {}", esc(&meshbench_schema::text::one_line(v))))
+            .unwrap_or_default(),
+        d.after
+            .as_deref()
+            .map(|v| format!(
+                "; after the cell: {}",
+                esc(&meshbench_schema::text::one_line(v))
+            ))
+            .unwrap_or_default()
+    );
+    if !d.pods.is_empty() {
+        s.push_str("<table><tr><th>pod</th><th>workload</th><th>node</th><th>istio-proxy CPU limit</th><th>ready</th><th>access-log lines</th></tr>\n");
+        for p in &d.pods {
+            let _ = writeln!(
+                s,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td></tr>",
+                esc(&p.name),
+                esc(&p.workload),
+                esc(p.node.as_deref().unwrap_or("-")),
+                esc(p.proxy_cpu_limit.as_deref().unwrap_or("none")),
+                if p.ready { "yes" } else { "NO" },
+                p.access_log_lines.map(|n| n.to_string()).unwrap_or_else(|| "-".into())
+            );
+        }
+        s.push_str("</table>\n");
+    }
+}
+
 fn cell_section(s: &mut String, c: &CellResult, charts: &[&RenderedChart]) {
     let st = &c.settings;
     let _ = writeln!(
@@ -99,6 +136,16 @@ fn cell_section(s: &mut String, c: &CellResult, charts: &[&RenderedChart]) {
             ""
         }
     );
+    if let Some(why) = &c.failed {
+        let _ = writeln!(
+            s,
+            "<p class=\"failed\">Not measured: {}</p>",
+            esc(&meshbench_schema::text::one_line(why))
+        );
+        driver_evidence(s, c);
+        s.push_str("</section>\n");
+        return;
+    }
     let _ = writeln!(
         s,
         "<table><tr><th>sidecar CPU</th><th>applied</th><th>access log</th><th>mode</th><th>protocol</th><th>connections</th><th>target rate</th><th>achieved</th><th>window</th><th>requests</th><th>ok</th><th>errors</th></tr>\n<tr><td>{}</td><td>{}</td><td>{}</td><td>{:?}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{:.1} s</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr></table>",
@@ -152,6 +199,7 @@ fn cell_section(s: &mut String, c: &CellResult, charts: &[&RenderedChart]) {
         }
         s.push_str("</table>\n");
     }
+    driver_evidence(s, c);
     if let Some(sc) = &c.sidecar {
         let mut parts = Vec::new();
         if let Some(cs) = &sc.cpu_stat {
@@ -192,6 +240,9 @@ pub fn report_html(run: &LoadedRun, rendered: &Rendered) -> String {
         esc(&r.scenario)
     );
     let _ = writeln!(s, "<h1>meshbench run: {}</h1>", esc(&r.scenario));
+    if let Some(line) = crate::markdown::driver_line(r) {
+        let _ = writeln!(s, "<p class=\"meta\">{}</p>", esc(&line));
+    }
     let _ = writeln!(
         s,
         "<p class=\"meta\">Started {}{} · host {} ({} CPUs{}) · {} {} · {} cell(s){}</p>",
@@ -253,6 +304,17 @@ pub fn report_html(run: &LoadedRun, rendered: &Rendered) -> String {
         if modes { "<th>added p99</th>" } else { "" }
     );
     for c in &r.cells {
+        if let Some(why) = &c.failed {
+            let _ = writeln!(
+                s,
+                "<tr><td>{}</td><td colspan=\"{}\" class=\"failed\">not measured: {}</td><td>{}</td></tr>",
+                esc(&c.id),
+                8 + usize::from(modes),
+                esc(&meshbench_schema::text::one_line(why)),
+                esc(&checks_brief(&c.checks))
+            );
+            continue;
+        }
         let l = &c.latency.corrected;
         let added = if modes {
             format!(

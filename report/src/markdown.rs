@@ -29,8 +29,27 @@ pub fn notices(run: &RunResult) -> Vec<String> {
                 .to_string(),
         );
     }
-    v.extend(run.warnings.iter().cloned());
-    for c in &run.cells {
+    // a failed cell's warning is already in the INCOMPLETE line
+    v.extend(
+        run.warnings
+            .iter()
+            .filter(|w| {
+                !run.cells.iter().any(|c| {
+                    !c.measured() && w.starts_with(&format!("cell {}: not measured", c.id))
+                })
+            })
+            .cloned(),
+    );
+    if let Some(d) = &run.driver {
+        if let Some(e) = &d.restore_error {
+            v.push(format!(
+                "The {} driver could not restore what it changed: {}. Check the system by hand.",
+                d.driver,
+                meshbench_schema::text::one_line(e)
+            ));
+        }
+    }
+    for c in run.cells.iter().filter(|c| c.measured()) {
         let s = &c.settings;
         if s.sidecar_cpu_millis.is_some() && !s.cpu_limit_applied {
             v.push(format!(
@@ -128,6 +147,32 @@ fn error_brief(c: &CellResult) -> String {
 }
 
 /// The markdown summary of a run.
+/// One sentence on how a real mesh's settings were driven: which driver, through which
+/// kubectl context and kubeconfig, and whether they were restored.
+pub fn driver_line(r: &RunResult) -> Option<String> {
+    let d = r.driver.as_ref()?;
+    let mut line = format!("Settings applied per cell by the {} driver", d.driver);
+    if let Some(c) = &d.context {
+        let _ = write!(line, " through kubectl context `{c}`");
+    }
+    if let Some(k) = &d.kubeconfig {
+        let _ = write!(line, " (kubeconfig {k})");
+    }
+    if let Some(v) = &d.kubernetes_server_version {
+        let _ = write!(line, ", Kubernetes {v}");
+    }
+    match (&d.restore_error, d.restored.is_empty()) {
+        (Some(_), _) => line.push_str("; restore FAILED"),
+        (None, false) => line.push_str("; restored after the run"),
+        (None, true) => line.push_str("; nothing to restore"),
+    }
+    if let Some(l) = &d.log_dir {
+        let _ = write!(line, "; command output in {l}/");
+    }
+    line.push('.');
+    Some(line)
+}
+
 pub fn summary_md(run: &LoadedRun, rendered: &Rendered) -> String {
     let r = &run.run;
     let mut s = String::new();
@@ -146,6 +191,9 @@ pub fn summary_md(run: &LoadedRun, rendered: &Rendered) -> String {
         r.tool.version,
         r.cells.len()
     );
+    if let Some(line) = driver_line(r) {
+        let _ = writeln!(s, "{}\n", md(&line));
+    }
     let notes = notices(r);
     if !notes.is_empty() {
         let _ = writeln!(s, "> [!WARNING]");
@@ -178,6 +226,18 @@ pub fn summary_md(run: &LoadedRun, rendered: &Rendered) -> String {
         if modes { "---:|" } else { "" }
     );
     for c in &r.cells {
+        if let Some(why) = &c.failed {
+            let _ = writeln!(
+                s,
+                "| `{}` (not measured) | - | - / {} | - | - | - | - |{} - | not measured: {} | {} |",
+                md(&c.id),
+                c.settings.rate.map(rate).unwrap_or_else(|| "closed loop".into()),
+                if modes { " - |" } else { "" },
+                md(&meshbench_schema::text::one_line(why)),
+                md(&checks_brief(&c.checks)),
+            );
+            continue;
+        }
         let l = &c.latency.corrected;
         let added = if modes {
             format!(" {} |", crate::meshcost::added_p99_brief(c))

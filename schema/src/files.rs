@@ -233,6 +233,8 @@ mod tests {
                 hlog: Some("cell-0.hlog".into()),
                 sidecar: None,
                 sidecars: vec![],
+                driver: None,
+                failed: None,
                 mesh_cost: None,
                 generator: None,
                 checks: vec![CheckResult {
@@ -246,6 +248,7 @@ mod tests {
             checks: vec![],
             planned_cells: vec!["cpu=100m,log=off".into(), "cpu=500m,log=off".into()],
             planned_checks: vec![],
+            driver: None,
         }
     }
 

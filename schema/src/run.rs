@@ -100,6 +100,77 @@ pub struct RunResult {
     /// The run-level checks the plan asked for (e.g. `strict_mtls`).
     #[serde(default)]
     pub planned_checks: Vec<String>,
+    /// A real mesh driven cell by cell (`[driver]`): the cluster, and what was restored.
+    #[serde(default)]
+    pub driver: Option<DriverRun>,
+}
+
+/// What a `[driver]` did over the run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DriverRun {
+    /// "command" or "istio".
+    pub driver: String,
+    /// istio: kubectl's context and kubeconfig as used, and the versions it reported.
+    #[serde(default)]
+    pub context: Option<String>,
+    #[serde(default)]
+    pub kubeconfig: Option<String>,
+    #[serde(default)]
+    pub kubectl_client_version: Option<String>,
+    #[serde(default)]
+    pub kubernetes_server_version: Option<String>,
+    /// istio: the workloads' settings before the first cell (what restore puts back).
+    #[serde(default)]
+    pub originals: serde_json::Value,
+    /// What restore ran, and whether it worked (empty when nothing was changed).
+    #[serde(default)]
+    pub restored: Vec<String>,
+    #[serde(default)]
+    pub restore_error: Option<String>,
+    /// Where every command's output was kept, relative to the run directory.
+    #[serde(default)]
+    pub log_dir: Option<String>,
+}
+
+/// What a `[driver]` did for one cell: what it changed, how long until the change was
+/// live, and what it verified.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DriverEvidence {
+    /// The commands / patches run, as run.
+    #[serde(default)]
+    pub applied: Vec<String>,
+    /// Seconds from the first change until it was verified live (rollout and settle
+    /// included).
+    #[serde(default)]
+    pub apply_s: f64,
+    /// What was verified (the verify command's stdout; istio: a summary).
+    #[serde(default)]
+    pub verified: Option<String>,
+    /// istio: the pods measured, as verified.
+    #[serde(default)]
+    pub pods: Vec<PodFacts>,
+    /// After the cell (the `after` command's stdout; istio: the access-log check).
+    #[serde(default)]
+    pub after: Option<String>,
+}
+
+/// One pod of a driven workload, as the istio driver verified it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PodFacts {
+    pub name: String,
+    #[serde(default)]
+    pub workload: String,
+    #[serde(default)]
+    pub node: Option<String>,
+    #[serde(default)]
+    pub proxy_image: Option<String>,
+    /// The istio-proxy container's `resources.limits.cpu` as the API server has it.
+    #[serde(default)]
+    pub proxy_cpu_limit: Option<String>,
+    pub ready: bool,
+    /// Access-log lines its istio-proxy wrote during the cell (after the cell).
+    #[serde(default)]
+    pub access_log_lines: Option<u64>,
 }
 
 impl RunResult {
@@ -151,6 +222,13 @@ impl RunResult {
                 missing.len(),
                 self.planned_cells.len(),
                 missing.join(", ")
+            ));
+        }
+        for c in self.cells.iter().filter(|c| !c.measured()) {
+            why.push(format!(
+                "cell {} was not measured: {}",
+                c.id,
+                crate::text::one_line(c.failed.as_deref().unwrap_or_default())
             ));
         }
         let checks = self.missing_checks();
@@ -449,6 +527,12 @@ pub struct CellResult {
     /// Each sidecar of the cell (none in `baseline` mode).
     #[serde(default)]
     pub sidecars: Vec<SidecarStats>,
+    /// A real mesh: what the `[driver]` applied and verified for this cell.
+    #[serde(default)]
+    pub driver: Option<DriverEvidence>,
+    /// Why the cell was not measured (its settings could not be applied or verified).
+    #[serde(default)]
+    pub failed: Option<String>,
     /// What the mesh adds over the no-mesh baseline of the same load (added latency), and
     /// what it costs in CPU per request path.
     #[serde(default)]
@@ -487,6 +571,14 @@ pub struct AddedLatency {
     pub p90_us: f64,
     pub p99_us: f64,
     pub p999_us: f64,
+}
+
+impl CellResult {
+    /// Whether the cell was measured (false when its settings could not be applied or
+    /// verified, see `failed`).
+    pub fn measured(&self) -> bool {
+        self.failed.is_none()
+    }
 }
 
 impl AddedLatency {

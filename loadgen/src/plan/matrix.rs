@@ -58,6 +58,16 @@ pub struct Matrix {
     pub concurrency: Vec<u32>,
     pub rate: Vec<f64>,
     pub connections: Vec<u32>,
+    /// A real mesh through a `[driver]`: the access-log settings as written ("off", "on",
+    /// ...); empty otherwise.
+    pub driven_log: Vec<String>,
+}
+
+/// The settings a `[driver]` applies to a real mesh for one cell.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DrivenCell {
+    pub cpu: CpuLimit,
+    pub access_log: String,
 }
 
 /// The embedded mesh's settings of one cell.
@@ -82,12 +92,24 @@ pub struct CellPlan {
     pub connections: u32,
     /// The embedded mesh's sidecar settings; `None` for other targets.
     pub sidecar: Option<SidecarCell>,
+    /// A real mesh's settings, applied by the `[driver]`; `None` without one.
+    pub driven: Option<DrivenCell>,
 }
 
 impl CellPlan {
     /// The settings as run.json records them (limits not applied until the target says;
     /// a relative limit gets its millicores when it is calibrated).
     pub fn settings(&self) -> CellSettings {
+        if let Some(d) = &self.driven {
+            return CellSettings {
+                sidecar_cpu: d.cpu.millis.map(|_| d.cpu.text.clone()),
+                sidecar_cpu_millis: d.cpu.millis,
+                access_log: Some(d.access_log.clone()),
+                rate: self.rate,
+                connections: self.connections,
+                ..CellSettings::default()
+            };
+        }
         let s = self.sidecar.as_ref();
         let with_sidecar = s.filter(|s| s.mode != MeshMode::Baseline);
         CellSettings {
@@ -174,8 +196,26 @@ impl Matrix {
                 .map(Some)
                 .collect(),
         };
+        let driven: Vec<Option<DrivenCell>> = if self.driven_log.is_empty() {
+            vec![None]
+        } else {
+            self.sidecar_cpu
+                .iter()
+                .flat_map(|cpu| {
+                    self.driven_log.iter().map(move |log| {
+                        Some(DrivenCell {
+                            cpu: cpu.clone(),
+                            access_log: log.clone(),
+                        })
+                    })
+                })
+                .collect()
+        };
         let mut out = Vec::new();
-        for sc in &sidecars {
+        for (sc, dc) in sidecars
+            .iter()
+            .flat_map(|s| driven.iter().map(move |d| (s, d)))
+        {
             for r in &rates {
                 for c in &conns {
                     let mut id = Vec::new();
@@ -190,6 +230,10 @@ impl Matrix {
                                 id.push(format!("conc={n}"));
                             }
                         }
+                    }
+                    if let Some(d) = dc {
+                        id.push(format!("cpu={}", d.cpu.text));
+                        id.push(format!("log={}", d.access_log));
                     }
                     if let Some(r) = r {
                         id.push(format!("rate={r}"));
@@ -212,6 +256,7 @@ impl Matrix {
                         rate: cell_rate,
                         connections: c.unwrap_or(connections),
                         sidecar: sc.clone(),
+                        driven: dc.clone(),
                     });
                 }
             }
@@ -241,6 +286,8 @@ impl Matrix {
                     })
                     .fold(0usize, |a, n| a.saturating_add(n))
             }
+        } else if !self.driven_log.is_empty() {
+            self.sidecar_cpu.len().saturating_mul(self.driven_log.len())
         } else {
             1
         };
@@ -249,8 +296,8 @@ impl Matrix {
     }
 }
 
-/// Validate `[matrix]`. Absent axes default to one cell: CPU "none", access log "off".
-pub(super) fn matrix(src: &Source, raw: &MatrixSection) -> Result<Matrix, SpecError> {
+/// `[matrix] sidecar_cpu`: absolute limits, relative ones (`"0.8x"`) and "none".
+fn cpu_list(src: &Source, raw: &MatrixSection) -> Result<Vec<CpuLimit>, SpecError> {
     let mut sidecar_cpu = Vec::new();
     match &raw.sidecar_cpu {
         None => sidecar_cpu.push(CpuLimit::none()),
@@ -325,38 +372,11 @@ pub(super) fn matrix(src: &Source, raw: &MatrixSection) -> Result<Matrix, SpecEr
             }
         }
     }
-    let mut access_log = Vec::new();
-    match &raw.access_log {
-        None => access_log.push(AccessLogMode::Off),
-        Some(list) => {
-            if list.get_ref().is_empty() {
-                return Err(at(
-                    src,
-                    list.span(),
-                    "matrix.access_log",
-                    "must list at least one mode",
-                ));
-            }
-            for m in list.get_ref() {
-                let mode = AccessLogMode::parse(m.get_ref()).ok_or_else(|| {
-                    at(src,
-                        m.span(),
-                        "matrix.access_log",
-                        format!("unknown access-log mode `{}` (expected \"off\", \"buffered\" or \"sync\")", m.get_ref()),
-                    )
-                })?;
-                if access_log.contains(&mode) {
-                    return Err(at(
-                        src,
-                        m.span(),
-                        "matrix.access_log",
-                        format!("`{}` is listed twice", m.get_ref()),
-                    ));
-                }
-                access_log.push(mode);
-            }
-        }
-    }
+    Ok(sidecar_cpu)
+}
+
+/// `[matrix] rate` and `connections` (empty: the `[load]` value).
+fn load_lists(src: &Source, raw: &MatrixSection) -> Result<(Vec<f64>, Vec<u32>), SpecError> {
     let mut rate = Vec::new();
     if let Some(list) = &raw.rate {
         if list.get_ref().is_empty() {
@@ -395,6 +415,46 @@ pub(super) fn matrix(src: &Source, raw: &MatrixSection) -> Result<Matrix, SpecEr
             connections.push(v as u32);
         }
     }
+    Ok((rate, connections))
+}
+
+/// Validate `[matrix]` for the embedded mesh. Absent axes default to one cell: CPU "none",
+/// access log "off".
+pub(super) fn matrix(src: &Source, raw: &MatrixSection) -> Result<Matrix, SpecError> {
+    let sidecar_cpu = cpu_list(src, raw)?;
+    let mut access_log = Vec::new();
+    match &raw.access_log {
+        None => access_log.push(AccessLogMode::Off),
+        Some(list) => {
+            if list.get_ref().is_empty() {
+                return Err(at(
+                    src,
+                    list.span(),
+                    "matrix.access_log",
+                    "must list at least one mode",
+                ));
+            }
+            for m in list.get_ref() {
+                let mode = AccessLogMode::parse(m.get_ref()).ok_or_else(|| {
+                    at(src,
+                        m.span(),
+                        "matrix.access_log",
+                        format!("unknown access-log mode `{}` (expected \"off\", \"buffered\" or \"sync\")", m.get_ref()),
+                    )
+                })?;
+                if access_log.contains(&mode) {
+                    return Err(at(
+                        src,
+                        m.span(),
+                        "matrix.access_log",
+                        format!("`{}` is listed twice", m.get_ref()),
+                    ));
+                }
+                access_log.push(mode);
+            }
+        }
+    }
+    let (rate, connections) = load_lists(src, raw)?;
     let mut mode = Vec::new();
     if let Some(list) = &raw.mode {
         if list.get_ref().is_empty() {
@@ -466,5 +526,119 @@ pub(super) fn matrix(src: &Source, raw: &MatrixSection) -> Result<Matrix, SpecEr
         concurrency,
         rate,
         connections,
+        driven_log: vec![],
+    })
+}
+
+/// Validate `[matrix]` for a real mesh whose `[driver]` applies each cell: sidecar CPU
+/// (absolute limits or "none"; a relative limit needs a calibration only the embedded mesh
+/// runs) x access log (the values the driver can set) x rate x connections. The embedded
+/// mesh's `mode` and `concurrency` cannot be applied to a real mesh.
+pub(super) fn driven(
+    src: &Source,
+    raw: &MatrixSection,
+    driver: &super::DriverPlan,
+) -> Result<Matrix, SpecError> {
+    for (field, span) in [
+        ("matrix.mode", raw.mode.as_ref().map(|v| v.span())),
+        (
+            "matrix.concurrency",
+            raw.concurrency.as_ref().map(|v| v.span()),
+        ),
+    ] {
+        if let Some(span) = span {
+            return Err(at(
+                src,
+                span,
+                field,
+                format!(
+                    "the {} driver cannot apply this to a real mesh (it runs as deployed); it is a dimension of the embedded mesh",
+                    driver.name()
+                ),
+            ));
+        }
+    }
+    let sidecar_cpu = cpu_list(src, raw)?;
+    if let Some(list) = &raw.sidecar_cpu {
+        if let Some(q) = list
+            .get_ref()
+            .iter()
+            .find(|q| matches!(q.get_ref(), RawQuantity::Str(t) if t.trim().ends_with('x')))
+        {
+            return Err(at(
+                src,
+                q.span(),
+                "matrix.sidecar_cpu",
+                "a relative limit needs the calibration the embedded mesh runs; give the real mesh millicores (\"500m\") or \"none\"",
+            ));
+        }
+    }
+    // Kubernetes refuses a container whose CPU request is above its limit
+    if let (Some((req_text, req)), Some(list)) = (driver.cpu_request(), &raw.sidecar_cpu) {
+        for (q, limit) in list.get_ref().iter().zip(&sidecar_cpu) {
+            if let Some(m) = limit.millis.filter(|m| *m < req) {
+                return Err(at(
+                    src,
+                    q.span(),
+                    "matrix.sidecar_cpu",
+                    format!(
+                        "{m}m is below driver.cpu_request `{req_text}`: Kubernetes refuses a CPU request above the limit"
+                    ),
+                ));
+            }
+        }
+    }
+    let allowed = driver.access_log_values();
+    let mut driven_log = Vec::new();
+    match &raw.access_log {
+        None => driven_log.push("off".to_string()),
+        Some(list) => {
+            if list.get_ref().is_empty() {
+                return Err(at(
+                    src,
+                    list.span(),
+                    "matrix.access_log",
+                    "must list at least one mode",
+                ));
+            }
+            for m in list.get_ref() {
+                let v = m.get_ref().trim();
+                if !allowed.contains(&v) {
+                    return Err(at(
+                        src,
+                        m.span(),
+                        "matrix.access_log",
+                        format!(
+                            "the {} driver cannot set access logging `{v}` (it sets {})",
+                            driver.name(),
+                            allowed
+                                .iter()
+                                .map(|a| format!("\"{a}\""))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
+                }
+                if driven_log.iter().any(|d| d == v) {
+                    return Err(at(
+                        src,
+                        m.span(),
+                        "matrix.access_log",
+                        format!("`{v}` is listed twice"),
+                    ));
+                }
+                driven_log.push(v.to_string());
+            }
+        }
+    }
+    let (rate, connections) = load_lists(src, raw)?;
+    Ok(Matrix {
+        mode: vec![],
+        sidecar_cpu,
+        access_log: vec![],
+        concurrency: vec![],
+        rate,
+        connections,
+        driven_log,
     })
 }

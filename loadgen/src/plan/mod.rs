@@ -8,10 +8,12 @@
 //! - [`mesh`]: `[mesh]` -> a [`testbed::MeshSpec`];
 //! - [`matrix`]: `[matrix]` -> the [`CellPlan`]s (ids built once);
 //! - [`checks`]: `[checks]` -> [`ChecksSpec`];
+//! - [`driver`]: `[driver]` -> [`DriverPlan`] (how a real mesh gets each cell's settings);
 //! - `slo = [...]` -> [`Slo`]s (the grammar of `meshbench-schema`, which `report gate` uses).
 
 mod app;
 pub mod checks;
+pub mod driver;
 pub mod load;
 pub mod matrix;
 mod mesh;
@@ -19,8 +21,9 @@ mod ser;
 pub mod target;
 
 pub use checks::{ChecksSpec, LagLimit};
+pub use driver::{DriverKind, DriverPlan, OnFailure};
 pub use load::LoadPlan;
-pub use matrix::{CellPlan, CpuLimit, Matrix, SidecarCell};
+pub use matrix::{CellPlan, CpuLimit, DrivenCell, Matrix, SidecarCell};
 pub use target::{Protocol, RequestPlan, TlsPlan};
 
 use crate::scenario::{MatrixSection, Scenario, Source, SpecError};
@@ -55,6 +58,8 @@ pub struct Plan {
     pub checks: Option<ChecksSpec>,
     pub matrix: Option<Matrix>,
     pub cells: Vec<CellPlan>,
+    /// How each cell's settings reach a real mesh (`target.url` + `[matrix]`).
+    pub driver: Option<DriverPlan>,
 }
 
 impl Plan {
@@ -147,8 +152,18 @@ impl Plan {
         } else {
             None
         };
+        let driver = match (&sc.driver, &target) {
+            (None, _) => None,
+            (Some(d), TargetKind::Url { .. }) => Some(driver::driver(src, d.get_ref())?),
+            (Some(d), _) => {
+                return Err(src.error_at(
+                    d.span(),
+                    "[driver] applies each cell's settings to a real mesh at target.url; the embedded mesh and the built-in app apply their own",
+                ))
+            }
+        };
         let raw_matrix = sc.matrix.as_ref().map(|m| m.get_ref());
-        if let Some(m) = raw_matrix {
+        if let Some(m) = raw_matrix.filter(|_| driver.is_none()) {
             if mesh_spec.is_none() {
                 for (field, span) in [
                     (
@@ -165,7 +180,7 @@ impl Plan {
                     if let Some(span) = span {
                         return Err(src.error_at(
                             span,
-                            format!("{field} needs the embedded mesh (a [mesh] section); the matrix for a real mesh lists only rate and connections"),
+                            format!("{field} needs the embedded mesh (a [mesh] section), or a [driver] that applies it to the real mesh at target.url; without one the matrix for a real mesh lists only rate and connections"),
                         ));
                     }
                 }
@@ -177,10 +192,22 @@ impl Plan {
                 ));
             }
         }
-        let matrix = match raw_matrix {
-            Some(m) => Some(matrix::matrix(src, m)?),
-            None if mesh_spec.is_some() => Some(matrix::matrix(src, &MatrixSection::default())?),
-            None => None,
+        if let (Some(m), Some(_), LoadMode::Closed) = (raw_matrix, &driver, load.mode) {
+            if let Some(r) = &m.rate {
+                return Err(src.error_at(
+                    r.span(),
+                    "matrix.rate applies to open loop only (load.mode = \"closed\")",
+                ));
+            }
+        }
+        let matrix = match (raw_matrix, &driver) {
+            (Some(m), Some(d)) => Some(matrix::driven(src, m, d)?),
+            (None, Some(d)) => Some(matrix::driven(src, &MatrixSection::default(), d)?),
+            (Some(m), None) => Some(matrix::matrix(src, m)?),
+            (None, None) if mesh_spec.is_some() => {
+                Some(matrix::matrix(src, &MatrixSection::default())?)
+            }
+            (None, None) => None,
         };
         let cells = match &matrix {
             Some(m) => {
@@ -208,6 +235,7 @@ impl Plan {
                 rate: load.rate,
                 connections: load.connections,
                 sidecar: None,
+                driven: None,
             }],
         };
         let subset_header = match (mesh_spec, &checks) {
@@ -228,6 +256,7 @@ impl Plan {
             checks,
             matrix,
             cells,
+            driver,
         })
     }
 

@@ -350,3 +350,102 @@ fn bad_modes_and_concurrency_are_placed() {
         "{err}"
     );
 }
+
+const REAL: &str = r#"
+[target]
+url = "https://checkout.shop.svc.cluster.local:443/"
+[load]
+rate = 10
+duration = "1s"
+"#;
+
+#[test]
+fn a_driver_applies_the_matrix_to_a_real_mesh() {
+    let src = format!(
+        "{REAL}[matrix]\nsidecar_cpu = [\"100m\", \"none\"]\naccess_log = [\"off\", \"on\"]\n[driver]\nkind = \"istio\"\nnamespace = \"shop\"\nworkloads = [\"deployment/checkout-v1\", \"statefulset/ledger\"]\ncpu_request = \"50m\"\n"
+    );
+    let p = plan(&src).unwrap();
+    let ids: Vec<&str> = p.cells.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "cpu=100m,log=off",
+            "cpu=100m,log=on",
+            "cpu=none,log=off",
+            "cpu=none,log=on"
+        ]
+    );
+    let d = p.driver.as_ref().unwrap();
+    match &d.kind {
+        DriverKind::Istio(i) => {
+            assert_eq!(
+                i.workloads,
+                ["deployment/checkout-v1", "statefulset/ledger"]
+            );
+            assert_eq!(i.cpu_request, Some(("50m".to_string(), 50)));
+            assert_eq!(i.kubectl, "kubectl");
+            assert_eq!(i.rollout_timeout.0, std::time::Duration::from_secs(300));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(d.on_failure, OnFailure::Continue);
+    let s = p.cells[1].settings();
+    assert_eq!(
+        (s.sidecar_cpu_millis, s.access_log.as_deref()),
+        (Some(100), Some("on"))
+    );
+    // the command driver passes any access-log value through
+    let src = format!(
+        "{REAL}[matrix]\naccess_log = [\"buffered\"]\n[driver]\nkind = \"command\"\napply = \"./apply.sh\"\ntimeout = \"5s\"\non_failure = \"stop\"\n"
+    );
+    let p = plan(&src).unwrap();
+    assert_eq!(p.cells[0].id, "cpu=none,log=buffered");
+    assert_eq!(p.driver.unwrap().on_failure, OnFailure::Stop);
+}
+
+#[test]
+fn bad_driver_entries_are_placed_and_nothing_runs() {
+    let istio = "[driver]\nkind = \"istio\"\nnamespace = \"shop\"\nworkloads = [\"deployment/checkout-v1\"]\n";
+    for (extra, want) in [
+        ("[driver]\nkind = \"linkerd\"\n", "driver.kind: unknown driver `linkerd` (expected \"command\" or \"istio\")"),
+        ("[driver]\nkind = \"istio\"\nnamespace = \"shop\"\n", "driver.workloads: the istio driver needs the workloads"),
+        ("[driver]\nkind = \"istio\"\nworkloads = [\"deployment/a\"]\n", "driver.namespace: the istio driver needs the namespace"),
+        ("[driver]\nkind = \"istio\"\nnamespace = \"Shop_1\"\nworkloads = [\"deployment/a\"]\n", "driver.namespace: `Shop_1` is not a Kubernetes namespace name"),
+        ("[driver]\nkind = \"istio\"\nnamespace = \"shop\"\nworkloads = [\"pod/a\"]\n", "driver.workloads: `pod/a`: expected KIND/NAME"),
+        ("[driver]\nkind = \"istio\"\nnamespace = \"shop\"\nworkloads = []\n", "driver.workloads: must list at least one"),
+        ("[driver]\nkind = \"command\"\n", "driver.apply: the command driver needs an apply command"),
+        ("[driver]\nkind = \"command\"\napply = \"x\"\nnamespace = \"shop\"\n", "driver.namespace: is not a setting of the command driver"),
+        ("[driver]\nkind = \"istio\"\nnamespace = \"shop\"\nworkloads = [\"deployment/a\"]\napply = \"x\"\n", "driver.apply: is not a setting of the istio driver"),
+        ("[driver]\nkind = \"command\"\napply = \"x\"\non_failure = \"retry\"\n", "driver.on_failure: `retry`"),
+        ("[driver]\nkind = \"command\"\napply = \"x\"\ntimeout = \"0s\"\n", "driver.timeout must be > 0"),
+        (&format!("{istio}cpu_request = \"lots\"\n"), "driver.cpu_request: `lots`"),
+        (&format!("{istio}access_log_method = \"envoyfilter\"\n"), "driver.access_log_method: `envoyfilter`"),
+        (&format!("[matrix]\nsidecar_cpu = [\"-5m\"]\n{istio}"), "matrix.sidecar_cpu"),
+        (&format!("[matrix]\nsidecar_cpu = [\"0.0001m\"]\n{istio}"), "matrix.sidecar_cpu"),
+        (&format!("[matrix]\nsidecar_cpu = [\"0.8x\"]\n{istio}"), "matrix.sidecar_cpu: a relative limit needs the calibration"),
+        (&format!("[matrix]\naccess_log = [\"buffered\"]\n{istio}"), "matrix.access_log: the istio driver cannot set access logging `buffered`"),
+        (&format!("[matrix]\nmode = [\"both\"]\n{istio}"), "matrix.mode: the istio driver cannot apply this to a real mesh"),
+        (&format!("[matrix]\nconcurrency = [2]\n{istio}"), "matrix.concurrency: the istio driver cannot apply this"),
+        (
+            &format!("[matrix]\nsidecar_cpu = [\"500m\", \"50m\"]\n{istio}cpu_request = \"100m\"\n"),
+            "matrix.sidecar_cpu: 50m is below driver.cpu_request `100m`",
+        ),
+    ] {
+        let src = format!("{REAL}{extra}");
+        let err = plan(&src).unwrap_err();
+        assert!(err.starts_with("s.toml:") && err.contains(want), "{extra}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    // a matrix for a real mesh without a driver names the way out
+    let err = plan(&format!("{REAL}[matrix]\nsidecar_cpu = [\"100m\"]\n")).unwrap_err();
+    assert!(err.contains("or a [driver] that applies it"), "{err}");
+    // a driver needs a real mesh
+    let err = plan(&format!(
+        "{MESH}[driver]\nkind = \"command\"\napply = \"x\"\n"
+    ))
+    .unwrap_err();
+    assert!(
+        err.contains("[driver] applies each cell's settings to a real mesh"),
+        "{err}"
+    );
+}

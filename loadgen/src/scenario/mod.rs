@@ -64,6 +64,45 @@ pub struct Scenario {
     pub matrix: Option<Spanned<MatrixSection>>,
     /// Canary-split weights and STRICT mTLS, for the embedded or a real mesh.
     pub checks: Option<Spanned<ChecksSection>>,
+    /// How a real mesh gets each cell's settings (`[target] url` with a `[matrix]`).
+    pub driver: Option<Spanned<DriverSection>>,
+}
+
+/// `[driver]`: applies each cell's sidecar CPU limit and access logging to a real mesh,
+/// verifies them, and restores what it changed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriverSection {
+    /// "command" (any mesh: your scripts) or "istio" (built in, through kubectl).
+    pub kind: Spanned<String>,
+    /// "continue" (default): a cell whose settings could not be applied or verified is
+    /// recorded as failed and the run goes on; "stop": the run stops there.
+    pub on_failure: Option<Spanned<String>>,
+    /// command: shell commands (`sh -c`, run in the scenario's directory).
+    pub apply: Option<Spanned<String>>,
+    pub verify: Option<Spanned<String>>,
+    pub after: Option<Spanned<String>>,
+    pub restore: Option<Spanned<String>>,
+    /// command: the longest any one of them may take (default 60s).
+    pub timeout: Option<Spanned<Dur>>,
+    /// istio: the namespace and the workloads to change (`deployment/checkout-v1`, ...).
+    pub namespace: Option<Spanned<String>>,
+    pub workloads: Option<Spanned<Vec<Spanned<String>>>>,
+    /// istio: the kubectl binary (default "kubectl"), kubeconfig and context.
+    pub kubectl: Option<Spanned<String>>,
+    pub kubeconfig: Option<Spanned<String>>,
+    pub context: Option<Spanned<String>>,
+    /// istio: how long a rollout may take (default 5m) and how long to wait after it
+    /// (default 10s).
+    pub rollout_timeout: Option<Spanned<Dur>>,
+    pub settle: Option<Spanned<Dur>>,
+    /// istio: the sidecar's CPU request to set beside the limit (`sidecar.istio.io/proxyCPU`).
+    pub cpu_request: Option<Spanned<RawQuantity>>,
+    /// istio: "telemetry" (default; a Telemetry resource) or "configmap" (the mesh-wide
+    /// `accessLogFile` of the `istio` ConfigMap, Istio 1.7 era).
+    pub access_log_method: Option<Spanned<String>>,
+    /// istio, method "configmap": the ConfigMap's namespace (default "istio-system").
+    pub istio_namespace: Option<Spanned<String>>,
 }
 
 /// `[target]`: where the load goes and what each request is.

@@ -4,7 +4,9 @@
 //!   canary split and STRICT mTLS of a real mesh (`[checks]`);
 //! - [`app`]: the built-in app server, in-process, once per run;
 //! - [`mesh`]: the embedded mesh, a fresh one per cell (apps + sidecar under the cell's
-//!   CPU quota), its sidecar measured, its checks run.
+//!   CPU quota), its sidecar measured, its checks run;
+//! - [`driven`]: a real mesh whose `[driver]` applies, verifies and restores each cell's
+//!   settings, around [`checked::Checked`].
 //!
 //! `crate::run::run` picks the target from the plan's `TargetKind` and runs the plan
 //! against it. A new kind of target is a new module here with a `CellTarget` impl, a
@@ -12,9 +14,11 @@
 
 pub mod app;
 pub mod checked;
+pub mod driven;
 pub mod mesh;
 pub mod url;
 
+pub use crate::driver::CellFailed;
 use crate::engine::ResolvedTarget;
 use crate::plan::{CellPlan, Plan};
 use meshbench_schema::{CellResult, RunResult};
@@ -26,6 +30,15 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// the target side observed.
 #[allow(async_fn_in_trait)]
 pub trait CellTarget {
+    /// Before the cell: bring its settings into effect on the system measured. `Err`: the
+    /// cell is recorded as failed with the reason and not measured.
+    async fn apply(&mut self, _plan: &Plan, _cell: &CellPlan) -> Result<(), CellFailed> {
+        Ok(())
+    }
+
+    /// A cell that [`CellTarget::apply`] refused: add what the target knows to its result.
+    async fn failed(&mut self, _plan: &Plan, _cell: &CellPlan, _result: &mut CellResult) {}
+
     /// Bring up what `cell` needs and say where its load goes.
     async fn prepare(&mut self, plan: &Plan, cell: &CellPlan) -> Result<ResolvedTarget, BoxError>;
 

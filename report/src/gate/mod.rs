@@ -313,6 +313,19 @@ pub fn evaluate(
             p_value: None,
         });
     }
+    for c in current.run.cells.iter().filter(|c| !c.measured()) {
+        out.push(GateResult {
+            gate: "complete".into(),
+            cell: c.id.clone(),
+            verdict: Verdict::Failed,
+            explanation: format!(
+                "not measured: {}",
+                meshbench_schema::text::one_line(c.failed.as_deref().unwrap_or_default())
+            ),
+            change: None,
+            p_value: None,
+        });
+    }
     for check in current.run.missing_checks() {
         out.push(GateResult {
             gate: check.to_string(),
@@ -325,7 +338,7 @@ pub fn evaluate(
             p_value: None,
         });
     }
-    for cell in &current.cells {
+    for cell in current.cells.iter().filter(|c| c.result.measured()) {
         for slo in &opts.slos {
             out.extend(slo_on_cell(slo, cell));
         }

@@ -17,7 +17,8 @@ pub struct ErrorsChart {
 
 impl ErrorsChart {
     pub fn from_run(run: &LoadedRun) -> Option<Self> {
-        let cells = &run.run.cells;
+        let cells: Vec<&meshbench_schema::CellResult> =
+            run.run.cells.iter().filter(|c| c.measured()).collect();
         if cells.iter().all(|c| c.errors.total() == 0) {
             return None;
         }

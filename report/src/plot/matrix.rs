@@ -89,7 +89,12 @@ impl MatrixChart {
             Measure::Absolute => "latency vs sidecar CPU limit",
             Measure::Added => "added latency vs sidecar CPU limit",
         };
-        let cells: Vec<&CellResult> = run.run.cells.iter().filter(|c| !is_baseline(c)).collect();
+        let cells: Vec<&CellResult> = run
+            .run
+            .cells
+            .iter()
+            .filter(|c| c.measured() && !is_baseline(c))
+            .collect();
         // categories with the mean millicores of their cells, "no limit" last
         let mut cats: Vec<(String, Option<f64>, usize)> = Vec::new();
         for c in &cells {

@@ -251,6 +251,14 @@ pub fn build_charts(run: &LoadedRun) -> ChartSet {
         set.charts.push((Placement::Run, AnyChart::Errors(c)));
     }
     for (i, cell) in run.cells.iter().enumerate() {
+        if let Some(why) = &cell.result.failed {
+            set.not_drawn.push(format!(
+                "cell '{}': no charts, it was not measured: {}",
+                cell.result.id,
+                meshbench_schema::text::one_line(why)
+            ));
+            continue;
+        }
         let place = Placement::Cell(cell.result.id.clone());
         set.charts.push((
             place.clone(),

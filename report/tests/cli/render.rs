@@ -300,3 +300,112 @@ fn subset_counts_near_u64_max_render_without_overflow() {
     assert_eq!(o.status.code(), Some(0), "{err}");
     assert!(dir.path().join("plots/subsets-01-c.svg").exists());
 }
+
+/// A real-mesh run whose first cell's settings could not be applied: the cell is shown as
+/// not measured (never as zero latency), left off every chart, fails the gate even with no
+/// SLO given, and compares as absent.
+#[test]
+fn a_cell_whose_settings_were_not_applied_is_shown_gated_and_never_charted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut specs = common::matrix(&[Some(100), Some(500), None], &["off"]);
+    for s in &mut specs {
+        s.seconds = 3;
+    }
+    let mut run = common::write_run(dir.path(), "driven", &specs);
+    let reason = "apply: `sh -c 'sh apply.sh'` exited with status 1: quota rejected";
+    let c = &mut run.cells[0];
+    c.failed = Some(reason.into());
+    c.hlog = None;
+    c.requests = 0;
+    c.ok = 0;
+    c.latency = Default::default();
+    c.subsets.clear();
+    c.sidecar = None;
+    c.sidecars.clear();
+    c.checks = vec![meshbench_schema::CheckResult {
+        name: "driver".into(),
+        status: meshbench_schema::CheckStatus::Failed,
+        summary: format!("FAILED: not applied: {reason}"),
+        details: serde_json::Value::Null,
+    }];
+    run.cells[1].driver = Some(meshbench_schema::DriverEvidence {
+        applied: vec!["sh apply.sh".into()],
+        apply_s: 1.5,
+        verified: Some("quota=50000/100000".into()),
+        ..Default::default()
+    });
+    run.driver = Some(meshbench_schema::DriverRun {
+        driver: "command".into(),
+        restored: vec!["sh restore.sh".into()],
+        log_dir: Some("driver".into()),
+        ..Default::default()
+    });
+    meshbench_schema::write_json_atomic(&dir.path().join("run.json"), &run).unwrap();
+    let failed_id = run.cells[0].id.clone();
+    let out = report::render(dir.path()).unwrap();
+    assert!(out
+        .not_drawn
+        .iter()
+        .any(|n| n.contains(&failed_id) && n.contains("not measured")));
+    let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+    assert!(
+        md.contains("INCOMPLETE RUN") && md.contains("quota rejected"),
+        "{md}"
+    );
+    let row = md
+        .lines()
+        .find(|l| l.contains(&format!("`{failed_id}`")))
+        .unwrap();
+    assert!(
+        row.contains("(not measured)") && !row.contains("0 µs"),
+        "{row}"
+    );
+    assert!(
+        md.contains("by the command driver; restored after the run; command output in driver/"),
+        "{md}"
+    );
+    let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    assert!(html.contains("Not measured: apply:"));
+    assert!(html.contains("verified: quota=50000/100000"));
+    // the headline chart has the measured CPU limits only
+    let svg = std::fs::read_to_string(dir.path().join("plots/latency-vs-cpu-limit.svg")).unwrap();
+    let label = |l: &str| svg.lines().any(|line| line.trim() == l);
+    assert!(
+        !label("100m") && label("500m"),
+        "the failed 100m cell was drawn: {svg}"
+    );
+    for f in std::fs::read_dir(dir.path().join("plots"))
+        .unwrap()
+        .flatten()
+    {
+        let name = f.file_name().to_string_lossy().into_owned();
+        assert!(
+            !name.contains("-01-"),
+            "a chart for the unmeasured cell: {name}"
+        );
+    }
+    // gated: fails with no SLO given, and names the reason
+    let o = bin(&["gate", p(dir.path())]);
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    let g = text
+        .lines()
+        .find(|l| l.contains(&format!("`{failed_id}`")))
+        .unwrap();
+    assert!(
+        g.contains("`complete`") && g.contains("not measured: apply:"),
+        "{g}"
+    );
+    // an SLO is judged on the measured cells only, and the failed one fails as not measured
+    let o = bin(&["gate", p(dir.path()), "--slo", "p99<10s"]);
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(!text.contains("no completed requests"), "{text}");
+    // compared with itself: the unmeasured cell is absent from both sides
+    let o = bin(&["compare", p(dir.path()), p(dir.path())]);
+    let text = stdout(&o);
+    assert!(
+        !text.contains(&format!("cell {failed_id}:")) || text.contains("only in"),
+        "{text}"
+    );
+}

@@ -319,6 +319,8 @@ pub fn cell(dir: &Path, index: usize, spec: &CellSpec) -> CellResult {
             ..Default::default()
         }),
         sidecars: vec![],
+        driver: None,
+        failed: None,
         mesh_cost: None,
         generator: Some(GeneratorStats {
             idle: "hybrid".into(),
@@ -370,6 +372,7 @@ pub fn write_run(dir: &Path, scenario: &str, specs: &[CellSpec]) -> RunResult {
         }],
         planned_cells: specs.iter().map(|s| s.id.clone()).collect(),
         planned_checks: vec!["strict_mtls".into()],
+        driver: None,
     };
     write_json_atomic(&dir.join(RUN_FILE), &run).unwrap();
     run
