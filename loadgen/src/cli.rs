@@ -84,6 +84,18 @@ pub struct RunArgs {
     /// nothing, measure nothing, write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Run worker I of N of a run spread over N machines (1-based, e.g. 2/3): this machine
+    /// sends request k of every cell's single-machine schedule when k mod N = I-1, over
+    /// its share of the connections. Default from the environment: JOB_COMPLETION_INDEX
+    /// (0-based, as a Kubernetes Indexed Job sets it) with MESHBENCH_WORKERS. Merge the
+    /// workers' run directories with `report merge`.
+    #[arg(long, value_name = "I/N")]
+    pub worker: Option<String>,
+    /// Start the first cell's schedule at this instant (RFC 3339, e.g.
+    /// 2026-12-01T10:00:00Z), shared by every worker (default: MESHBENCH_START_AT); cell c
+    /// starts c slots later (a slot: warmup + duration + request timeout + 6 s).
+    #[arg(long, value_name = "RFC3339")]
+    pub start_at: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -244,8 +256,84 @@ fn dry_run(plan: &Plan, dir: &std::path::Path) -> String {
     out
 }
 
+/// Whether, and how, this run is one worker of several: from `--worker` / `--start-at`
+/// or their environment variables, checked against the plan.
+fn distributed(args: &RunArgs, plan: &Plan) -> anyhow::Result<Option<crate::run::Distributed>> {
+    use crate::run::{Distributed, MAX_WORKERS};
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let share = match (&args.worker, env("JOB_COMPLETION_INDEX"), env("MESHBENCH_WORKERS")) {
+        (Some(w), _, _) => Some(Distributed::parse_share(w).map_err(|e| anyhow::anyhow!("--worker {e}"))?),
+        (None, Some(i), Some(n)) => {
+            let i: u32 = i.trim().parse().map_err(|_| anyhow::anyhow!("JOB_COMPLETION_INDEX `{i}` is not a whole number"))?;
+            let n: u32 = n.trim().parse().ok().filter(|n| (1..=MAX_WORKERS).contains(n)).ok_or_else(|| {
+                anyhow::anyhow!("MESHBENCH_WORKERS `{n}`: must be 1..{MAX_WORKERS}")
+            })?;
+            if i >= n {
+                anyhow::bail!("JOB_COMPLETION_INDEX {i} is not below MESHBENCH_WORKERS {n} (the Job's completions and MESHBENCH_WORKERS must agree)");
+            }
+            Some((i, n))
+        }
+        (None, None, Some(_)) => anyhow::bail!("MESHBENCH_WORKERS is set but JOB_COMPLETION_INDEX is not: give --worker I/N"),
+        (None, Some(_), None) => anyhow::bail!("JOB_COMPLETION_INDEX is set but MESHBENCH_WORKERS is not: set it to the Job's completions, or give --worker I/N"),
+        (None, None, None) => None,
+    };
+    let (flag, start_text) = match (&args.start_at, env("MESHBENCH_START_AT")) {
+        (Some(s), _) => ("--start-at", Some(s.clone())),
+        (None, Some(s)) => ("MESHBENCH_START_AT", Some(s)),
+        (None, None) => ("", None),
+    };
+    let start_at = match &start_text {
+        None => None,
+        Some(t) => {
+            let at = humantime::parse_rfc3339_weak(t.trim()).map_err(|e| {
+                anyhow::anyhow!(
+                    "{flag} `{t}`: not an RFC 3339 time ({e}), e.g. 2026-12-01T10:00:00Z"
+                )
+            })?;
+            let now = std::time::SystemTime::now();
+            let day = std::time::Duration::from_secs(24 * 3600);
+            if at > now + day {
+                anyhow::bail!("{flag} `{t}` is more than a day ahead");
+            }
+            if now
+                .duration_since(at)
+                .is_ok_and(|d| d > std::time::Duration::from_secs(3600))
+            {
+                anyhow::bail!("{flag} `{t}` is more than an hour ago");
+            }
+            Some(at)
+        }
+    };
+    if share.is_none() && start_at.is_none() {
+        return Ok(None);
+    }
+    let (index, count) = share.unwrap_or((0, 1));
+    if plan.driver.is_some() && count > 1 {
+        anyhow::bail!("--worker: the scenario has a [driver], which changes the cluster; run it from one machine");
+    }
+    if start_at.is_some() && plan.load.duration.is_none() {
+        anyhow::bail!(
+            "{flag}: the cells need a fixed length to share start times: set load.duration"
+        );
+    }
+    if let Some(c) = plan.cells.iter().find(|c| c.connections < count) {
+        anyhow::bail!(
+            "--worker {}/{count}: cell {} has {} connection(s), fewer than the {count} workers (each needs one)",
+            index + 1,
+            c.id,
+            c.connections
+        );
+    }
+    Ok(Some(Distributed {
+        index,
+        count,
+        start_at,
+    }))
+}
+
 fn run_cmd(args: RunArgs) -> anyhow::Result<u8> {
     let plan = Plan::load(&args.scenario, &args.sets)?;
+    let worker = distributed(&args, &plan)?;
     if args.dry_run {
         let default = crate::run::default_run_dir(&plan.name, std::time::SystemTime::now());
         print!(
@@ -261,7 +349,7 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<u8> {
     let out = rt.block_on(async {
         let (stop_tx, stop) = watch::channel(false);
         watch_signals(stop_tx)?;
-        let opts = RunOptions { dir, stop };
+        let opts = RunOptions { dir, stop, worker };
         let targets = TargetOptions {
             no_cpu_limits: args.no_cpu_limits,
             exe: None,

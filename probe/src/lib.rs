@@ -5,9 +5,10 @@
 //! measurements (steal over time, vCPU throughput, wake-up latency, CPUID, disk I/O) keep
 //! their arithmetic separate from their sampling.
 //!
-//! `unsafe_code` is denied, not forbidden, in the library: the one exception is pushing an
-//! io_uring submission (`checks::io::uring::push_rw`, `#[allow(unsafe_code)]` with its SAFETY
-//! argument). The binary still forbids it.
+//! `unsafe_code` is denied, not forbidden, in the library: the exceptions are pushing an
+//! io_uring submission (`checks::io::uring::push_rw`) and the clock syscalls of
+//! `checks::timesync` (adjtimex read-only, clock_gettime, a timerfd and poll), each
+//! `#[allow(unsafe_code)]` with its SAFETY argument. The binary still forbids it.
 #![deny(unsafe_code)]
 
 pub mod checks;

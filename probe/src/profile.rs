@@ -120,6 +120,19 @@ section!(
     }
 );
 
+section!(
+    /// `[timesync]`: the wall clock (distributed start times and timestamps rely on it):
+    /// steps of CLOCK_REALTIME per minute, its drift against CLOCK_MONOTONIC_RAW in ppm
+    /// (NTP slews at most 500 ppm), and the kernel's maximum error estimate.
+    Timesync {
+        warn_steps_per_min: f64 = 1.0,
+        fail_steps_per_min: f64 = 30.0,
+        warn_drift_ppm: f64 = 500.0,
+        fail_drift_ppm: f64 = 1000.0,
+        warn_max_error_ms: f64 = 100.0,
+    }
+);
+
 /// All thresholds in force.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -139,6 +152,7 @@ pub struct Thresholds {
     pub somaxconn: Somaxconn,
     pub nofile: Nofile,
     pub clocksource: Clocksource,
+    pub timesync: Timesync,
 }
 
 /// A named set of thresholds.
@@ -205,6 +219,18 @@ impl Profile {
         }
         for (field, warn, fail, worse) in [
             ("steal", t.steal.warn_pct, t.steal.fail_pct, Worse::Higher),
+            (
+                "timesync.steps_per_min",
+                t.timesync.warn_steps_per_min,
+                t.timesync.fail_steps_per_min,
+                Worse::Higher,
+            ),
+            (
+                "timesync.drift_ppm",
+                t.timesync.warn_drift_ppm,
+                t.timesync.fail_drift_ppm,
+                Worse::Higher,
+            ),
             (
                 "wakeup",
                 t.wakeup.warn_p99_us,

@@ -461,7 +461,7 @@ fn only_and_skip_select_and_deselected_checks_say_so() {
     // a finding id selects its check
     let (_, map, _) = verdicts(&fixture("baremetal-nvme"), &["--only", "disk.fsync"]);
     assert_eq!(map["disk.fsync"], Skip);
-    assert_eq!(map.len(), 22);
+    assert_eq!(map.len(), 23);
 }
 
 #[test]
@@ -781,4 +781,58 @@ fn interrupted_io_test_removes_its_files_and_exits_130() {
     assert!(err.contains("interrupted"), "{err}");
     let left: Vec<_> = std::fs::read_dir(work.path()).unwrap().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// The textfile passes Prometheus' own linter (`promtool check metrics`, Debian package
+/// prometheus), for a fixture node with every kind of finding and for this host.
+#[test]
+fn the_prometheus_textfile_passes_promtool() {
+    let promtool = ["/usr/bin/promtool", "/usr/local/bin/promtool"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists());
+    let Some(promtool) = promtool else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set, but promtool (Debian package prometheus) is not installed"
+        );
+        eprintln!("SKIPPED: promtool is not installed (apt-get install prometheus; set CI to make this fail)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for (name, root) in [
+        ("fixture", fixture("vm-emulated")),
+        ("host", PathBuf::from("/")),
+    ] {
+        let prom = dir.path().join(format!("{name}.prom"));
+        let mut args = vec![
+            "--root",
+            root.to_str().unwrap(),
+            "--prometheus",
+            prom.to_str().unwrap(),
+            "--color",
+            "never",
+        ];
+        if name == "host" {
+            args.extend(["--quick"]);
+        }
+        let out = run(&args);
+        assert!(out.status.code().is_some_and(|c| c <= 1), "{name}: {out:?}");
+        let text = std::fs::read(&prom).unwrap();
+        let mut child = std::process::Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), &text).unwrap();
+        let o = child.wait_with_output().unwrap();
+        assert!(
+            o.status.success(),
+            "{name}: promtool check metrics:\n{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
 }

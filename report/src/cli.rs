@@ -54,11 +54,16 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
     },
-    /// Merge interval logs (files, or run directories with one cell) into one, losslessly.
+    /// Merge the run directories of a distributed run's workers into one run directory
+    /// (`report merge RUN_DIR... --out DIR`), or interval logs into one
+    /// (`report merge OUT.hlog IN.hlog|RUN_DIR...`), losslessly.
     Merge {
-        out: PathBuf,
-        #[arg(required = true, num_args = 1..)]
-        inputs: Vec<PathBuf>,
+        /// The merged run directory (new or empty); without it the first path is the
+        /// interval log to write.
+        #[arg(long = "out", value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+        #[arg(required = true, num_args = 1.., value_name = "PATH")]
+        paths: Vec<PathBuf>,
     },
     /// Probe reports of many nodes side by side: failed checks, steal and fsync p99 per
     /// node. Exit 1 when any node has a failed check.
@@ -164,7 +169,55 @@ pub fn run(cli: Cli) -> Result<u8, ReportError> {
             }
             Ok(u8::from(results.iter().any(|r| r.verdict.fails())))
         }
-        Command::Merge { out, inputs } => {
+        Command::Merge {
+            out_dir: Some(dir),
+            paths,
+        } => {
+            let m = crate::runmerge::merge_runs(&paths, &dir)?;
+            println!(
+                "{}: {} worker run(s) of {} merged: {}",
+                dir.display(),
+                m.run.merged_from.len(),
+                m.run.scenario,
+                m.run
+                    .cells
+                    .iter()
+                    .map(|c| format!("{} {} requests", c.id, c.requests))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            for w in &m.run.merged_from {
+                println!(
+                    "  worker {}: {} ({}), {} cell(s){}",
+                    w.index + 1,
+                    w.host,
+                    w.dir,
+                    w.cells.len(),
+                    w.max_start_late_s
+                        .map(|l| format!(
+                            ", started up to {:.1} ms after the shared start",
+                            l * 1000.0
+                        ))
+                        .unwrap_or_default()
+                );
+            }
+            for g in &m.gaps {
+                eprintln!("warning: {g}");
+            }
+            Ok(if m.gaps.is_empty() { 0 } else { 1 })
+        }
+        Command::Merge {
+            out_dir: None,
+            paths,
+        } => {
+            let (out, inputs) = paths.split_first().expect("clap requires one path");
+            if inputs.is_empty() {
+                return Err(ReportError::Usage(
+                    "report merge OUT.hlog IN...: give the logs to merge after the output (or --out DIR with run directories)".into(),
+                ));
+            }
+            let out = out.clone();
+            let inputs = inputs.to_vec();
             let s = merge::merge(&out, &inputs)?;
             fn label(t: &str) -> &str {
                 if t.is_empty() {

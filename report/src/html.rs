@@ -240,6 +240,9 @@ pub fn report_html(run: &LoadedRun, rendered: &Rendered) -> String {
         esc(&r.scenario)
     );
     let _ = writeln!(s, "<h1>meshbench run: {}</h1>", esc(&r.scenario));
+    if let Some(line) = crate::markdown::workers_line(r) {
+        let _ = writeln!(s, "<p class=\"meta\">{}</p>", esc(&line));
+    }
     if let Some(line) = crate::markdown::driver_line(r) {
         let _ = writeln!(s, "<p class=\"meta\">{}</p>", esc(&line));
     }

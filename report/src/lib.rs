@@ -8,6 +8,7 @@
 //! once with plotters.
 #![forbid(unsafe_code)]
 
+pub mod canary;
 pub mod cli;
 pub mod compare;
 pub mod error;
@@ -21,6 +22,7 @@ pub mod markdown;
 pub mod merge;
 pub mod meshcost;
 pub mod plot;
+pub mod runmerge;
 pub mod stats;
 
 use std::path::{Path, PathBuf};

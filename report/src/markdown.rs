@@ -173,6 +173,44 @@ pub fn driver_line(r: &RunResult) -> Option<String> {
     Some(line)
 }
 
+/// One sentence on a distributed run: the worker's share, or the workers a merged run
+/// came from and how far apart they started.
+pub fn workers_line(r: &RunResult) -> Option<String> {
+    if let Some(w) = &r.worker {
+        return Some(format!(
+            "Worker {}/{} of a distributed run{}: merge the workers' run directories with `report merge`.",
+            w.index + 1,
+            w.count,
+            w.start_at
+                .as_deref()
+                .map(|t| format!(" (shared start {t})"))
+                .unwrap_or_default()
+        ));
+    }
+    if r.merged_from.is_empty() {
+        return None;
+    }
+    let late = r
+        .merged_from
+        .iter()
+        .filter_map(|w| w.max_start_late_s)
+        .fold(None, |m: Option<f64>, l| Some(m.map_or(l, |m| m.max(l))));
+    Some(format!(
+        "Merged from {} workers ({}){}.",
+        r.merged_from.len(),
+        r.merged_from
+            .iter()
+            .map(|w| format!("{} on {}", w.index + 1, w.host))
+            .collect::<Vec<_>>()
+            .join(", "),
+        late.map(|l| format!(
+            "; the latest started {:.1} ms after the shared start",
+            l * 1000.0
+        ))
+        .unwrap_or_default()
+    ))
+}
+
 pub fn summary_md(run: &LoadedRun, rendered: &Rendered) -> String {
     let r = &run.run;
     let mut s = String::new();
@@ -192,6 +230,9 @@ pub fn summary_md(run: &LoadedRun, rendered: &Rendered) -> String {
         r.cells.len()
     );
     if let Some(line) = driver_line(r) {
+        let _ = writeln!(s, "{}\n", md(&line));
+    }
+    if let Some(line) = workers_line(r) {
         let _ = writeln!(s, "{}\n", md(&line));
     }
     let notes = notices(r);

@@ -235,6 +235,8 @@ mod tests {
                 sidecars: vec![],
                 driver: None,
                 failed: None,
+                worker_start: None,
+                parts_hlog: None,
                 mesh_cost: None,
                 generator: None,
                 checks: vec![CheckResult {
@@ -249,6 +251,8 @@ mod tests {
             planned_cells: vec!["cpu=100m,log=off".into(), "cpu=500m,log=off".into()],
             planned_checks: vec![],
             driver: None,
+            worker: None,
+            merged_from: vec![],
         }
     }
 

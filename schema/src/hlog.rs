@@ -368,6 +368,25 @@ pub fn for_each_interval(path: &Path, mut visit: impl FnMut(Interval)) -> Result
     Ok(r.intervals_read())
 }
 
+/// The tag of a whole-window part histogram in a cell's `parts.hlog`: `kind` is "status"
+/// or "subset", `name` the class or subset, `which` "corrected" or "uncorrected". None when
+/// the name cannot be a tag (interval-log tags hold no ',' or whitespace; here only
+/// `[A-Za-z0-9._-]`, so ':' separates the parts).
+pub fn part_tag(kind: &str, name: &str, which: &str) -> Option<String> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    ok.then(|| format!("{kind}:{name}:{which}"))
+}
+
+/// The parts of a tag written by [`part_tag`]: (kind, name, which).
+pub fn parse_part_tag(tag: &str) -> Option<(&str, &str, &str)> {
+    let mut it = tag.splitn(3, ':');
+    Some((it.next()?, it.next()?, it.next()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -103,6 +103,53 @@ pub struct RunResult {
     /// A real mesh driven cell by cell (`[driver]`): the cluster, and what was restored.
     #[serde(default)]
     pub driver: Option<DriverRun>,
+    /// One worker's share of a distributed run (`loadgen run --worker I/N`).
+    #[serde(default)]
+    pub worker: Option<WorkerShare>,
+    /// A run merged by `report merge` from its workers' run directories.
+    #[serde(default)]
+    pub merged_from: Vec<MergedWorker>,
+}
+
+/// Which share of a distributed run this is: worker `index` of `count` (0-based), and the
+/// shared start.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerShare {
+    pub index: u32,
+    pub count: u32,
+    /// The shared start of the first cell (RFC 3339); later cells start `cell_slot_s`
+    /// apart.
+    #[serde(default)]
+    pub start_at: Option<String>,
+    #[serde(default)]
+    pub cell_slot_s: Option<f64>,
+}
+
+/// One worker of a merged run, as its run.json had it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MergedWorker {
+    pub index: u32,
+    pub dir: String,
+    pub host: String,
+    pub started_at: String,
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    #[serde(default)]
+    pub interrupted: bool,
+    /// The cells it has a result for.
+    pub cells: Vec<String>,
+    /// The latest it started any cell's schedule after the shared start, seconds.
+    #[serde(default)]
+    pub max_start_late_s: Option<f64>,
+}
+
+/// When a worker's cell started against the shared start.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerStart {
+    /// The cell's intended start (RFC 3339, microseconds).
+    pub at: String,
+    /// How late the schedule started after it (0 when on time), seconds.
+    pub late_s: f64,
 }
 
 /// What a `[driver]` did over the run.
@@ -533,6 +580,15 @@ pub struct CellResult {
     /// Why the cell was not measured (its settings could not be applied or verified).
     #[serde(default)]
     pub failed: Option<String>,
+    /// A distributed run: the cell's shared start and how late this worker was; merged:
+    /// the latest worker.
+    #[serde(default)]
+    pub worker_start: Option<WorkerStart>,
+    /// Whole-window latency histograms per status class and subset
+    /// (`cell-<index>.parts.hlog`, one interval per tag), so that `report merge` merges them
+    /// exactly.
+    #[serde(default)]
+    pub parts_hlog: Option<String>,
     /// What the mesh adds over the no-mesh baseline of the same load (added latency), and
     /// what it costs in CPU per request path.
     #[serde(default)]

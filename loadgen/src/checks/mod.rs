@@ -10,7 +10,7 @@ pub use canary::canary_split;
 pub use strict_mtls::{client_tls_config, probe_tls, strict_mtls, MtlsTarget, ProbeOutcome};
 
 /// Name of the canary-split check in results.
-pub const CANARY_SPLIT: &str = "canary_split";
+pub const CANARY_SPLIT: &str = report::canary::CANARY_SPLIT;
 /// Name of the STRICT mTLS check in results.
 pub const STRICT_MTLS: &str = "strict_mtls";
 /// Name of the per-cell check of the generator's send lateness (`[checks] max_send_lag`).

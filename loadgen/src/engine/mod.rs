@@ -70,6 +70,27 @@ pub struct CellLoad {
     pub idle: Idle,
     /// CPUs to pin the workers to (worker i on `cpus[i mod len]`); empty: not pinned.
     pub cpus: Vec<usize>,
+    /// One machine's share of a cell run by several (`loadgen run --worker I/N`): open
+    /// loop, the cell's tickets `k` with `k mod count == index`, at their times in the
+    /// single-machine schedule. `connections` (and a closed loop's `requests`) are already
+    /// this machine's share.
+    pub share: Share,
+    /// Start the schedule at this instant of the wall clock (shared by every worker); late
+    /// workers start on the same schedule and report by how much they were late.
+    pub start_at: Option<SystemTime>,
+}
+
+/// One machine's part of a distributed cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    pub index: u64,
+    pub count: u64,
+}
+
+impl Default for Share {
+    fn default() -> Self {
+        Share { index: 0, count: 1 }
+    }
 }
 
 /// Live figures, once a second.
@@ -101,6 +122,8 @@ pub struct CellMeasurement {
     pub unsent: u64,
     pub started_at: SystemTime,
     pub generator: GeneratorUse,
+    /// With `start_at`: how late after it the schedule started (zero when on time).
+    pub start_late: Option<Duration>,
 }
 
 /// Run one cell on `load.threads` engine workers (at most one per connection). `stop`
@@ -188,8 +211,26 @@ pub async fn run_cell(
             break;
         }
     }
-    let started_at = SystemTime::now();
-    let start = Instant::now();
+    let (started_at, start, start_late) = match load.start_at {
+        None => (SystemTime::now(), Instant::now(), None),
+        Some(at) => match at.duration_since(SystemTime::now()) {
+            Ok(wait) => {
+                let start = Instant::now() + wait;
+                tokio::select! {
+                    _ = tokio::time::sleep_until(start) => {}
+                    _ = stopped(&mut stop) => {}
+                }
+                (at, start, Some(Duration::ZERO))
+            }
+            // late: the same schedule, already running (its first tickets are overdue and
+            // their lateness is in corrected latency and send lag)
+            Err(e) => {
+                let late = e.duration();
+                let now = Instant::now();
+                (at, now.checked_sub(late).unwrap_or(now), Some(late))
+            }
+        },
+    };
     let window_start = start + load.warmup;
     let _ = start_tx.send(Some(Start {
         at: start,
@@ -276,6 +317,7 @@ pub async fn run_cell(
         interrupted,
         unsent,
         started_at,
+        start_late,
         generator: GeneratorUse {
             workers: workers as u32,
             idle: load.idle,

@@ -382,6 +382,30 @@ mod tests {
     }
 
     #[test]
+    fn machines_times_threads_cover_the_single_machine_schedule_once_at_its_times() {
+        // worker.rs: thread t of T on machine i of N takes first = i + N*t, step = N*T
+        let start = Instant::now();
+        for (machines, threads, total) in [(3u64, 2u64, 100u64), (2, 1, 7), (5, 3, 4)] {
+            let mut all: Vec<(u64, Instant)> = Vec::new();
+            for i in 0..machines {
+                for t in 0..threads {
+                    let s =
+                        Schedule::open(start, 1000.0, i + machines * t, machines * threads, total);
+                    for k in 0..s.own_tickets() {
+                        let cell = s.ticket(k);
+                        assert_eq!(cell % machines, i, "machine {i} took ticket {cell}");
+                        all.push((cell, s.intended(cell)));
+                    }
+                }
+            }
+            all.sort();
+            let single = Schedule::open(start, 1000.0, 0, 1, total);
+            let want: Vec<(u64, Instant)> = (0..total).map(|k| (k, single.intended(k))).collect();
+            assert_eq!(all, want, "{machines} machines x {threads} threads");
+        }
+    }
+
+    #[test]
     fn a_split_follows_the_weights_and_every_ticket_goes_to_one_endpoint() {
         let split = Split::new(&[90, 10]).unwrap();
         let n = 100_000u64;

@@ -193,8 +193,10 @@ async fn run(spec: WorkerSpec) -> WorkerOut {
         mode: load.mode,
         start: at,
         rate,
-        first: index as u64,
-        step: workers as u64,
+        // this machine's tickets are `share.index + k * share.count` of the cell; of those,
+        // this worker thread takes every `workers`-th
+        first: load.share.index + load.share.count * index as u64,
+        step: load.share.count * workers as u64,
         warmup_tickets,
         total_tickets,
         next: AtomicU64::new(0),

@@ -168,6 +168,8 @@ impl MeshTarget {
             threads: plan.load.threads,
             idle: plan.load.idle,
             cpus: plan.load.cpus.clone(),
+            share: Default::default(),
+            start_at: None,
         };
         let m = engine::run_cell(target, &load, None, self.stop.clone(), &mut |_| {}).await?;
         let stats = tokio::task::spawn_blocking(move || running.down()).await??;

@@ -104,6 +104,7 @@ pub async fn run_text(dir: &Path, text: &str) -> RunOutput {
     let opts = loadgen::run::RunOptions {
         dir: dir.join("out"),
         stop,
+        worker: None,
     };
     let run = loadgen::run::run(&plan, &TargetOptions::default(), opts, &mut |_| {})
         .await

@@ -33,6 +33,7 @@ pub mod io;
 pub mod memory;
 pub mod mesh;
 pub mod steal;
+pub mod timesync;
 pub mod vcpu;
 pub mod virtio;
 
@@ -120,6 +121,7 @@ pub fn registry() -> Vec<Box<dyn Check>> {
         Box::new(mesh::Somaxconn),
         Box::new(mesh::Nofile),
         Box::new(mesh::Clocksource),
+        Box::new(timesync::TimeSync),
         Box::new(mesh::Thp),
         Box::new(mesh::Governor),
         Box::new(memory::Memory),

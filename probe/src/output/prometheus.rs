@@ -3,6 +3,8 @@
 //! Families:
 //! - `meshbench_probe_verdict{check}`: 0 pass, 1 warn, 2 fail, 3 skip;
 //! - `meshbench_probe_<measurement>{check}` for every numeric or boolean measurement
+//!   (in base units: `_us`/`_ms` measurements as `_seconds`, `_per_s` as `_per_second`;
+//!   a name ending in a suffix Prometheus reserves, like `_count`, gets `_value`)
 //!   (booleans as 0/1); per-vCPU measurements `cpuN_<name>` become
 //!   `meshbench_probe_cpu_<name>{check,cpu="N"}`;
 //! - `meshbench_probe_fact{check,name,value} 1` for text facts (driver, hypervisor, ...);
@@ -28,6 +30,29 @@ pub fn escape_label(s: &str) -> String {
 }
 
 /// A metric-name-safe version of a measurement name.
+/// Prometheus names carry base units: a measurement named in µs, ms or ns becomes
+/// `_seconds` (value scaled), `_per_s` becomes `_per_second`, KiB/MiB/kB/MB/GB `_bytes`.
+/// Returns the name and the factor for its value.
+pub fn base_unit(name: &str) -> (String, f64) {
+    const UNITS: [(&str, &str, f64); 9] = [
+        ("_us", "_seconds", 1e-6),
+        ("_ms", "_seconds", 1e-3),
+        ("_ns", "_seconds", 1e-9),
+        ("_per_s", "_per_second", 1.0),
+        ("_kib", "_bytes", 1024.0),
+        ("_mib", "_bytes", 1_048_576.0),
+        ("_kb", "_bytes", 1e3),
+        ("_mb", "_bytes", 1e6),
+        ("_gb", "_bytes", 1e9),
+    ];
+    for (suffix, to, factor) in UNITS {
+        if let Some(stem) = name.strip_suffix(suffix) {
+            return (format!("{stem}{to}"), factor);
+        }
+    }
+    (name.to_string(), 1.0)
+}
+
 pub fn sanitize(name: &str) -> String {
     let s: String = name
         .chars()
@@ -39,8 +64,18 @@ pub fn sanitize(name: &str) -> String {
             }
         })
         .collect();
-    if s.starts_with(|c: char| c.is_ascii_digit()) {
+    let s = if s.starts_with(|c: char| c.is_ascii_digit()) {
         format!("_{s}")
+    } else {
+        s
+    };
+    // every family here is a gauge: the suffixes Prometheus reserves for counters,
+    // histograms and summaries (promtool check metrics refuses them on a gauge) get `_value`
+    if ["_count", "_sum", "_bucket", "_total", "_created", "_info"]
+        .iter()
+        .any(|suffix| s.ends_with(suffix))
+    {
+        format!("{s}_value")
     } else {
         s
     }
@@ -85,8 +120,9 @@ pub fn render(report: &ProbeReport, unix_time: f64) -> String {
             verdict_value(f.verdict).to_string(),
         );
         for m in &f.measurements {
+            let (name, factor) = base_unit(&m.name);
             let value = match &m.value {
-                MeasuredValue::Number(n) => fmt_value(*n),
+                MeasuredValue::Number(n) => fmt_value(*n * factor),
                 MeasuredValue::Flag(b) => u8::from(*b).to_string(),
                 MeasuredValue::Text(t) => {
                     add(
@@ -103,13 +139,15 @@ pub fn render(report: &ProbeReport, unix_time: f64) -> String {
                     continue;
                 }
             };
-            let unit = if m.unit.is_empty() {
+            let unit = if factor != 1.0 {
+                format!(" Unit: base unit of {} (converted).", m.unit)
+            } else if m.unit.is_empty() {
                 String::new()
             } else {
                 format!(" Unit: {}.", m.unit)
             };
             // cpuN_name -> cpu_name{cpu="N"}
-            let per_cpu = m.name.strip_prefix("cpu").and_then(|rest| {
+            let per_cpu = name.strip_prefix("cpu").and_then(|rest| {
                 let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
                 let tail = rest[digits.len()..].strip_prefix('_')?;
                 (!digits.is_empty()).then(|| (digits, tail.to_string()))
@@ -122,7 +160,7 @@ pub fn render(report: &ProbeReport, unix_time: f64) -> String {
                     value,
                 ),
                 None => add(
-                    format!("meshbench_probe_{}", sanitize(&m.name)),
+                    format!("meshbench_probe_{}", sanitize(&name)),
                     format!("probe measurement {}.{unit}", m.name),
                     format!("check=\"{check}\""),
                     value,

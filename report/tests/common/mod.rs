@@ -321,6 +321,8 @@ pub fn cell(dir: &Path, index: usize, spec: &CellSpec) -> CellResult {
         sidecars: vec![],
         driver: None,
         failed: None,
+        worker_start: None,
+        parts_hlog: None,
         mesh_cost: None,
         generator: Some(GeneratorStats {
             idle: "hybrid".into(),
@@ -373,6 +375,8 @@ pub fn write_run(dir: &Path, scenario: &str, specs: &[CellSpec]) -> RunResult {
         planned_cells: specs.iter().map(|s| s.id.clone()).collect(),
         planned_checks: vec!["strict_mtls".into()],
         driver: None,
+        worker: None,
+        merged_from: vec![],
     };
     write_json_atomic(&dir.join(RUN_FILE), &run).unwrap();
     run
