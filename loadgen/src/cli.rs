@@ -258,8 +258,11 @@ fn dry_run(plan: &Plan, dir: &std::path::Path) -> String {
 
 /// Whether, and how, this run is one worker of several: from `--worker` / `--start-at`
 /// or their environment variables, checked against the plan.
-fn distributed(args: &RunArgs, plan: &Plan) -> anyhow::Result<Option<crate::run::Distributed>> {
-    use crate::run::{Distributed, MAX_WORKERS};
+fn distributed(
+    args: &RunArgs,
+    plan: &Plan,
+) -> anyhow::Result<Option<crate::distributed::Distributed>> {
+    use crate::distributed::{Distributed, MAX_WORKERS};
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
     let share = match (&args.worker, env("JOB_COMPLETION_INDEX"), env("MESHBENCH_WORKERS")) {
         (Some(w), _, _) => Some(Distributed::parse_share(w).map_err(|e| anyhow::anyhow!("--worker {e}"))?),

@@ -11,6 +11,7 @@
 
 pub mod checks;
 pub mod cli;
+pub mod distributed;
 pub mod driver;
 pub mod engine;
 pub mod output;

@@ -370,6 +370,49 @@ impl Hlog {
     }
 }
 
+/// Write the cell's whole-window latency per status class and per subset as one interval
+/// each (tags from `hlog::part_tag`), so that `report merge` can merge them exactly. False
+/// when there is nothing to write.
+pub fn write_parts(
+    path: &Path,
+    rec: &Recorder,
+    window_start: SystemTime,
+    duration_s: f64,
+) -> Result<bool, HlogError> {
+    use meshbench_schema::hlog::part_tag;
+    let mut parts: Vec<(String, &Hist)> = Vec::new();
+    for (class, (_, pair)) in &rec.by_class {
+        for (which, h) in [
+            ("corrected", &pair.corrected),
+            ("uncorrected", &pair.uncorrected),
+        ] {
+            parts.extend(part_tag("status", class, which).map(|t| (t, h)));
+        }
+    }
+    for (name, pair) in &rec.subsets {
+        for (which, h) in [
+            ("corrected", &pair.corrected),
+            ("uncorrected", &pair.uncorrected),
+        ] {
+            parts.extend(part_tag("subset", name, which).map(|t| (t, h)));
+        }
+    }
+    if parts.is_empty() {
+        return Ok(false);
+    }
+    let mut w = HlogWriter::create(
+        path,
+        window_start,
+        &["meshbench loadgen: whole-window latency per status class and subset (one interval per tag), microseconds"],
+    )?;
+    let len = Duration::from_secs_f64(duration_s.max(0.0));
+    for (tag, h) in parts {
+        w.write(Duration::ZERO, len, Some(&tag), h)?;
+    }
+    w.finish()?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@
 //! target add what it observed, and write `run.json` (after every cell, atomically, so an
 //! interrupted run keeps what it measured).
 
+use crate::distributed::Distributed;
 use crate::engine::{self, CellLoad, EngineError, HlogSpec, Progress, Share, Target};
 use crate::plan::{CellPlan, Plan, TargetKind, TlsPlan};
 use crate::target::{self, CellTarget, TargetOptions};
@@ -13,7 +14,7 @@ use meshbench_schema::{
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
@@ -58,69 +59,6 @@ pub struct RunOptions {
     /// This machine's share of a distributed run (`--worker I/N`, `--start-at`).
     pub worker: Option<Distributed>,
 }
-
-/// One worker of a run spread over several machines.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Distributed {
-    /// 0-based.
-    pub index: u32,
-    pub count: u32,
-    /// The shared start of the first cell; without it each worker starts when ready.
-    pub start_at: Option<SystemTime>,
-}
-
-/// Time between the shared starts of consecutive cells of a distributed run, beyond the
-/// cell's warmup, measured window and drain: room for each worker's target set-up.
-pub const CELL_GAP: Duration = Duration::from_secs(5);
-
-impl Distributed {
-    /// Parse `I/N` (1-based I, as a user counts; `JOB_COMPLETION_INDEX` is 0-based and
-    /// converted by the caller).
-    pub fn parse_share(s: &str) -> Result<(u32, u32), String> {
-        let (i, n) = s
-            .split_once('/')
-            .ok_or_else(|| format!("`{s}`: expected I/N, e.g. 2/3"))?;
-        let i: u32 = i
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{s}`: I is not a whole number"))?;
-        let n: u32 = n
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{s}`: N is not a whole number"))?;
-        if n == 0 || n > MAX_WORKERS {
-            return Err(format!("`{s}`: N must be 1..{MAX_WORKERS}"));
-        }
-        if i == 0 || i > n {
-            return Err(format!(
-                "`{s}`: I must be 1..{n} (workers are counted from 1)"
-            ));
-        }
-        Ok((i - 1, n))
-    }
-
-    /// This worker's part of `total` (connections, closed-loop requests): as even as
-    /// possible, the first `total mod N` workers one more.
-    pub fn part(&self, total: u64) -> u64 {
-        let n = u64::from(self.count);
-        total / n + u64::from(u64::from(self.index) < total % n)
-    }
-
-    /// The time each cell's schedule takes from its shared start to the next cell's.
-    pub fn cell_slot(plan: &Plan) -> Option<Duration> {
-        let window = plan.load.duration.map(|d| d.0)?;
-        Some(
-            plan.load.warmup.0
-                + window
-                + plan.request.timeout.0
-                + Duration::from_secs(1)
-                + CELL_GAP,
-        )
-    }
-}
-
-/// The most workers one distributed run may have.
-pub const MAX_WORKERS: u32 = 1000;
 
 pub struct RunOutput {
     pub dir: PathBuf,
@@ -523,49 +461,6 @@ pub async fn run_plan<T: CellTarget>(
     Ok(RunOutput { dir, result: run })
 }
 
-/// Write the cell's whole-window latency per status class and per subset as one interval
-/// each (tags from `hlog::part_tag`), so that `report merge` can merge them exactly. False
-/// when there is nothing to write.
-fn write_parts(
-    path: &Path,
-    m: &engine::CellMeasurement,
-    warmup: Duration,
-) -> Result<bool, meshbench_schema::hlog::HlogError> {
-    use meshbench_schema::hlog::{part_tag, HlogWriter};
-    let rec = &m.rec;
-    let mut parts: Vec<(String, &crate::record::Hist)> = Vec::new();
-    for (class, (_, pair)) in &rec.by_class {
-        for (which, h) in [
-            ("corrected", &pair.corrected),
-            ("uncorrected", &pair.uncorrected),
-        ] {
-            parts.extend(part_tag("status", class, which).map(|t| (t, h)));
-        }
-    }
-    for (name, pair) in &rec.subsets {
-        for (which, h) in [
-            ("corrected", &pair.corrected),
-            ("uncorrected", &pair.uncorrected),
-        ] {
-            parts.extend(part_tag("subset", name, which).map(|t| (t, h)));
-        }
-    }
-    if parts.is_empty() {
-        return Ok(false);
-    }
-    let mut w = HlogWriter::create(
-        path,
-        m.started_at + warmup,
-        &["meshbench loadgen: whole-window latency per status class and subset (one interval per tag), microseconds"],
-    )?;
-    let len = Duration::from_secs_f64(m.duration_s.max(0.0));
-    for (tag, h) in parts {
-        w.write(Duration::ZERO, len, Some(&tag), h)?;
-    }
-    w.finish()?;
-    Ok(true)
-}
-
 /// The result of a cell whose settings could not be applied: nothing measured, the reason
 /// as its `failed` and as a failed `driver` check.
 fn failed_cell(cell: &CellPlan, reason: &str) -> CellResult {
@@ -681,9 +576,14 @@ async fn run_one<T: CellTarget>(
     .await?;
     let rec = &m.rec;
     let parts_name = format!("cell-{}.parts.hlog", cell.index);
-    let parts_hlog = write_parts(&dir.join(&parts_name), &m, plan.load.warmup.0)
-        .map_err(EngineError::from)?
-        .then_some(parts_name);
+    let parts_hlog = crate::record::write_parts(
+        &dir.join(&parts_name),
+        &m.rec,
+        m.started_at + plan.load.warmup.0,
+        m.duration_s,
+    )
+    .map_err(EngineError::from)?
+    .then_some(parts_name);
     let subsets = rec
         .subsets
         .iter()
