@@ -100,11 +100,43 @@ pub fn fsync_of(r: &ProbeReport) -> Option<f64> {
     })
 }
 
-/// Read every probe report (schema-checked; errors name the file).
+/// The report files `paths` name: each file itself, and each directory's `*.json` files
+/// in name order (as the probe DaemonSet leaves them: one `<node>.json` per node).
+pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ReportError> {
+    let mut out = Vec::new();
+    for p in paths {
+        if !p.is_dir() {
+            out.push(p.clone());
+            continue;
+        }
+        let io = |source| ReportError::Io {
+            path: p.clone(),
+            source,
+        };
+        let mut files: Vec<PathBuf> = std::fs::read_dir(p)
+            .map_err(io)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|f| f.is_file() && f.extension().is_some_and(|x| x == "json"))
+            .collect();
+        if files.is_empty() {
+            return Err(ReportError::Invalid {
+                path: p.clone(),
+                msg: "a directory with no probe reports (*.json) in it".into(),
+            });
+        }
+        files.sort();
+        out.extend(files);
+    }
+    Ok(out)
+}
+
+/// Read every probe report (schema-checked; errors name the file); a directory stands for
+/// its `*.json` files.
 pub fn load(paths: &[PathBuf]) -> Result<Fleet, ReportError> {
+    let paths = expand(paths)?;
     let mut nodes = Vec::with_capacity(paths.len());
     let mut checks: Vec<(String, String)> = Vec::new();
-    for p in paths {
+    for p in &paths {
         let report = meshbench_schema::read_probe(p)?;
         for f in &report.findings {
             if !checks.iter().any(|(c, _)| *c == f.check) {

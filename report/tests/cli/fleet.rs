@@ -194,3 +194,51 @@ fn a_measurement_near_f64_max_is_refused_with_an_error_not_a_hang() {
         "{err}"
     );
 }
+
+/// The DaemonSet leaves one `<node>.json` per node in a directory: `report fleet DIR` reads
+/// them all (and only them), in name order; an empty directory is an error.
+#[test]
+fn a_directory_of_node_reports_is_the_fleet() {
+    let dir = tempfile::tempdir().unwrap();
+    let reports = dir.path().join("reports");
+    std::fs::create_dir(&reports).unwrap();
+    for node in ["node-b", "node-a"] {
+        write_probe(
+            &reports,
+            node,
+            vec![finding(
+                "cpu.steal",
+                Verdict::Pass,
+                "0.1 %",
+                vec![("steal_pct", 0.1, "%")],
+            )],
+        );
+    }
+    write_probe(
+        &reports,
+        "node-c",
+        vec![finding(
+            "disk.fsync",
+            Verdict::Fail,
+            "30 ms",
+            vec![("fdatasync_p99_ms", 30.0, "ms")],
+        )],
+    );
+    std::fs::write(reports.join("notes.txt"), "not a report").unwrap();
+    let out = dir.path().join("out");
+    let o = bin(&["fleet", p(&reports), "--out", p(&out)]);
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(text.contains("3 node(s), 1 with a failed check"), "{text}");
+    let (a, b, c) = (
+        text.find("node-a").unwrap(),
+        text.find("node-b").unwrap(),
+        text.find("node-c").unwrap(),
+    );
+    assert!(a < b && b < c, "{text}");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let o = bin(&["fleet", p(&empty), "--out", p(&out)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no probe reports"));
+}
