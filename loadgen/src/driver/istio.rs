@@ -168,6 +168,23 @@ impl<'a> IstioRun<'a> {
         v
     }
 
+    /// A merge patch of the mesh-wide `istio` ConfigMap in `ns`.
+    async fn patch_configmap(&self, exec: &mut Exec, label: &str, ns: &str, patch: &str) -> Ran {
+        let args = [
+            "patch",
+            "configmap",
+            "istio",
+            "-n",
+            ns,
+            "--type",
+            "merge",
+            "-p",
+            patch,
+        ];
+        self.kubectl(exec, label, &args, None, KUBECTL_TIMEOUT)
+            .await
+    }
+
     async fn kubectl(
         &self,
         exec: &mut Exec,
@@ -481,23 +498,7 @@ impl<'a> IstioRun<'a> {
         }
         let patch = json!({"data": {"mesh": set_access_log_file(&mesh, on)}}).to_string();
         let r = self
-            .kubectl(
-                exec,
-                "patch-configmap",
-                &[
-                    "patch",
-                    "configmap",
-                    "istio",
-                    "-n",
-                    &ns,
-                    "--type",
-                    "merge",
-                    "-p",
-                    &patch,
-                ],
-                None,
-                KUBECTL_TIMEOUT,
-            )
+            .patch_configmap(exec, "patch-configmap", &ns, &patch)
             .await;
         ev.applied.push(r.cmdline.clone());
         if r.ok() {
@@ -773,23 +774,7 @@ impl<'a> IstioRun<'a> {
             let patch = json!({"data": {"mesh": mesh}}).to_string();
             let ns = self.cfg.istio_namespace.clone();
             let r = self
-                .kubectl(
-                    exec,
-                    "restore-configmap",
-                    &[
-                        "patch",
-                        "configmap",
-                        "istio",
-                        "-n",
-                        &ns,
-                        "--type",
-                        "merge",
-                        "-p",
-                        &patch,
-                    ],
-                    None,
-                    KUBECTL_TIMEOUT,
-                )
+                .patch_configmap(exec, "restore-configmap", &ns, &patch)
                 .await;
             restored.push(r.cmdline.clone());
             if !r.ok() {

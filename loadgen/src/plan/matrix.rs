@@ -392,30 +392,53 @@ fn load_lists(src: &Source, raw: &MatrixSection) -> Result<(Vec<f64>, Vec<u32>),
             rate.push(v);
         }
     }
-    let mut connections = Vec::new();
-    if let Some(list) = &raw.connections {
-        if list.get_ref().is_empty() {
+    let connections = count_list(
+        src,
+        &raw.connections,
+        "matrix.connections",
+        ("count", "connections"),
+        MAX_CONNECTIONS,
+        false,
+    )?;
+    Ok((rate, connections))
+}
+
+/// A matrix list of whole numbers, each 1..=`max` (none given: empty). `what` names one
+/// entry and the unit in errors; `unique` refuses an entry listed twice.
+fn count_list(
+    src: &Source,
+    list: &Option<toml::Spanned<Vec<toml::Spanned<i64>>>>,
+    field: &str,
+    what: (&str, &str),
+    max: i64,
+    unique: bool,
+) -> Result<Vec<u32>, SpecError> {
+    let mut out = Vec::new();
+    let Some(list) = list else { return Ok(out) };
+    if list.get_ref().is_empty() {
+        return Err(at(
+            src,
+            list.span(),
+            field,
+            format!("must list at least one {} (or be left out)", what.0),
+        ));
+    }
+    for c in list.get_ref() {
+        let v = *c.get_ref();
+        if !(1..=max).contains(&v) {
             return Err(at(
                 src,
-                list.span(),
-                "matrix.connections",
-                "must list at least one count (or be left out)",
+                c.span(),
+                field,
+                format!("{v} {}: must be between 1 and {max}", what.1),
             ));
         }
-        for c in list.get_ref() {
-            let v = *c.get_ref();
-            if !(1..=MAX_CONNECTIONS).contains(&v) {
-                return Err(at(
-                    src,
-                    c.span(),
-                    "matrix.connections",
-                    format!("{v} connections: must be between 1 and {MAX_CONNECTIONS}"),
-                ));
-            }
-            connections.push(v as u32);
+        if unique && out.contains(&(v as u32)) {
+            return Err(at(src, c.span(), field, format!("{v} is listed twice")));
         }
+        out.push(v as u32);
     }
-    Ok((rate, connections))
+    Ok(out)
 }
 
 /// Validate `[matrix]` for the embedded mesh. Absent axes default to one cell: CPU "none",
@@ -488,37 +511,14 @@ pub(super) fn matrix(src: &Source, raw: &MatrixSection) -> Result<Matrix, SpecEr
             mode.push(v);
         }
     }
-    let mut concurrency = Vec::new();
-    if let Some(list) = &raw.concurrency {
-        if list.get_ref().is_empty() {
-            return Err(at(
-                src,
-                list.span(),
-                "matrix.concurrency",
-                "must list at least one worker count (or be left out)",
-            ));
-        }
-        for c in list.get_ref() {
-            let v = *c.get_ref();
-            if !(1..=MAX_CONCURRENCY).contains(&v) {
-                return Err(at(
-                    src,
-                    c.span(),
-                    "matrix.concurrency",
-                    format!("{v} workers: must be between 1 and {MAX_CONCURRENCY}"),
-                ));
-            }
-            if concurrency.contains(&(v as u32)) {
-                return Err(at(
-                    src,
-                    c.span(),
-                    "matrix.concurrency",
-                    format!("{v} is listed twice"),
-                ));
-            }
-            concurrency.push(v as u32);
-        }
-    }
+    let concurrency = count_list(
+        src,
+        &raw.concurrency,
+        "matrix.concurrency",
+        ("worker count", "workers"),
+        MAX_CONCURRENCY,
+        true,
+    )?;
     Ok(Matrix {
         mode,
         sidecar_cpu,
