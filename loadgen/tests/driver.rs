@@ -1052,3 +1052,85 @@ for i in $(seq 100); do rmdir "$CG" 2>/dev/null && break; sleep 0.05; done
         .any(|c| String::from_utf8_lossy(&c).contains(&conf));
     assert!(!left, "nginx left running");
 }
+
+/// `access_log_method = "configmap"` (older Istio): each cell sets the mesh-wide
+/// `accessLogFile` in the `istio` ConfigMap, keeps the rest of `data.mesh`, and restore
+/// puts the original text back.
+#[test]
+fn the_configmap_method_sets_access_log_file_and_restores_the_mesh_config() {
+    let st = Standin::new();
+    let app = App::start("x-version: v1");
+    let dir = tempfile::tempdir().unwrap();
+    let sc = istio_scenario(
+        dir.path(),
+        &format!("http://{}/", app.1),
+        "access_log = [\"on\", \"off\"]",
+        "1s",
+    );
+    let mut text = std::fs::read_to_string(&sc).unwrap();
+    text.push_str("access_log_method = \"configmap\"\n");
+    std::fs::write(&sc, text).unwrap();
+    let original = st.state()["configmap"]["data"]["mesh"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = dir.path().join("run");
+    let mut c = bin();
+    c.args([
+        "run",
+        sc.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--no-report",
+    ]);
+    st.env(&mut c);
+    let o = c.output().unwrap();
+    let failed: Vec<String> = meshbench_schema::read_run(&out)
+        .map(|r| {
+            r.cells
+                .iter()
+                .flat_map(|c| c.checks.iter())
+                .chain(r.checks.iter())
+                .filter(|c| c.status == meshbench_schema::CheckStatus::Failed)
+                .map(|c| c.summary.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{failed:?} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let patches: Vec<String> = st
+        .calls()
+        .iter()
+        .filter(|a| a.iter().any(|x| x == "patch") && a.iter().any(|x| x == "configmap"))
+        .map(|a| a.iter().skip_while(|x| *x != "-p").nth(1).cloned().unwrap())
+        .collect();
+    assert_eq!(patches.len(), 3, "on, off, restore: {patches:?}");
+    let mesh = |p: &str| -> String {
+        let v: serde_json::Value = serde_json::from_str(p).unwrap();
+        v["data"]["mesh"].as_str().unwrap().to_string()
+    };
+    let (on, off, restored) = (mesh(&patches[0]), mesh(&patches[1]), mesh(&patches[2]));
+    assert!(
+        on.contains("accessLogFile: /dev/stdout") || on.contains("accessLogFile: \"/dev/stdout\""),
+        "{on}"
+    );
+    assert!(off.contains("accessLogFile: \"\""), "{off}");
+    for m in [&on, &off] {
+        assert!(
+            m.contains("defaultConfig:\n  concurrency: 2"),
+            "the rest of the mesh config was kept: {m}"
+        );
+        assert_eq!(m.matches("accessLogFile").count(), 1, "{m}");
+    }
+    assert_eq!(restored, original);
+    assert_eq!(
+        st.state()["configmap"]["data"]["mesh"].as_str().unwrap(),
+        original
+    );
+    let run = meshbench_schema::read_run(&out).unwrap();
+    assert!(run.cells.iter().all(|c| c.failed.is_none()));
+}
