@@ -387,12 +387,41 @@ check!(
     |ctx, th| nofile(ctx, th)
 );
 
+/// The first line of a `/proc/<pid>/limits` text with too few fields to be a limit: a name,
+/// the soft and hard limit, and (except for the two priorities) the units (a blank line
+/// has none).
+pub fn short_limits_line(text: &str) -> Option<&str> {
+    text.lines().map(str::trim).find(|line| {
+        if line.starts_with("Limit") {
+            return false;
+        }
+        // "Max nice priority" + soft + hard (no units); at least "Max <name>" + soft + hard
+        // + units for the others: five fields either way
+        line.split_whitespace().count() < 5
+    })
+}
+
 fn nofile(ctx: &Ctx, th: String) -> Finding {
     let (id, title) = NOFILE;
     let file_max = match ctx.host.read_u64("/proc/sys/fs/file-max") {
         Ok(v) => v,
         Err(e) => return skip(id, title, th, e.to_string()),
     };
+    // procfs-core's parser indexes fields without checking that a line has them (it
+    // underflows on a short line): such a file is refused here first
+    if let Ok(text) = ctx.host.read("/proc/self/limits") {
+        if let Some(bad) = short_limits_line(&text) {
+            return skip(
+                id,
+                title,
+                th,
+                format!(
+                    "/proc/self/limits: cannot parse the line `{}`",
+                    crate::host::excerpt(bad)
+                ),
+            );
+        }
+    }
     let soft = match ctx.host.parse::<Limits>("/proc/self/limits") {
         Ok(l) => match l.max_open_files.soft_limit {
             procfs_core::process::LimitValue::Unlimited => u64::MAX,
@@ -533,6 +562,27 @@ fn governor(ctx: &Ctx, th: String) -> Finding {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_lines_too_short_for_procfs_are_found_before_it_parses_them() {
+        let good = "Limit                     Soft Limit           Hard Limit           Units\nMax open files            1024                 524288               files\nMax nice priority         0                    0\n";
+        assert_eq!(short_limits_line(good), None);
+        // the fuzzer's find: a line of one field made procfs-core subtract below zero
+        assert_eq!(
+            short_limits_line("Limit x\nMax open files 1024 524288 files\nfiles\n"),
+            Some("files")
+        );
+        assert_eq!(
+            short_limits_line(
+                "Max open files 1024 524288 files\n\nMax cpu time unlimited unlimited seconds\n"
+            ),
+            Some("")
+        );
+        assert_eq!(
+            short_limits_line("Max nice priority 0\n"),
+            Some("Max nice priority 0")
+        );
+    }
 
     #[test]
     fn ko_names() {
