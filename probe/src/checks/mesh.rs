@@ -409,7 +409,9 @@ fn nofile(ctx: &Ctx, th: String) -> Finding {
     };
     // procfs-core's parser indexes fields without checking that a line has them (it
     // underflows on a short line): such a file is refused here first
-    if let Ok(text) = ctx.host.read("/proc/self/limits") {
+    // (bytes: procfs-core reads the lines before any that is not UTF-8)
+    if let Ok(bytes) = ctx.host.read_bytes("/proc/self/limits") {
+        let text = String::from_utf8_lossy(&bytes);
         if let Some(bad) = short_limits_line(&text) {
             return skip(
                 id,
