@@ -308,15 +308,7 @@ impl Recorder {
             };
             self.subsets.entry(key).or_default().add(p);
         }
-        let (e, f) = (&mut self.errors, &o.errors);
-        e.connect_refused += f.connect_refused;
-        e.connect_timeout += f.connect_timeout;
-        e.tls += f.tls;
-        e.request_timeout += f.request_timeout;
-        e.connection_reset += f.connection_reset;
-        e.http_4xx += f.http_4xx;
-        e.http_5xx += f.http_5xx;
-        e.other += f.other;
+        self.errors.add(&o.errors);
         for (c, m) in &o.error_samples {
             self.sample_error(c, m.clone());
         }

@@ -95,6 +95,18 @@ impl Standin {
             })
             .collect()
     }
+    /// `loadgen run SCENARIO --out OUT --no-report` with this stand-in as its kubectl.
+    fn run(&self, scenario: &Path, out: &Path) -> Command {
+        let mut c = bin();
+        c.arg("run")
+            .arg(scenario)
+            .arg("--out")
+            .arg(out)
+            .arg("--no-report");
+        self.env(&mut c);
+        c
+    }
+
     fn state(&self) -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(self.dir.path().join("state.json")).unwrap())
             .unwrap()
@@ -171,15 +183,7 @@ fn istio_driver_applies_verifies_measures_and_restores() {
         "1s",
     );
     let out = dir.path().join("run");
-    let mut c = bin();
-    c.args([
-        "run",
-        sc.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--no-report",
-    ]);
-    st.env(&mut c);
+    let mut c = st.run(&sc, &out);
     let o = c.output().unwrap();
     assert_eq!(
         o.status.code(),
@@ -1075,15 +1079,7 @@ fn the_configmap_method_sets_access_log_file_and_restores_the_mesh_config() {
         .unwrap()
         .to_string();
     let out = dir.path().join("run");
-    let mut c = bin();
-    c.args([
-        "run",
-        sc.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--no-report",
-    ]);
-    st.env(&mut c);
+    let mut c = st.run(&sc, &out);
     let o = c.output().unwrap();
     let failed: Vec<String> = meshbench_schema::read_run(&out)
         .map(|r| {

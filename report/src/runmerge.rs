@@ -84,17 +84,6 @@ fn percentiles(t: &BTreeMap<String, Histogram<u64>>, tag: &str) -> Percentiles {
     t.get(tag).map(Percentiles::of).unwrap_or_default()
 }
 
-fn sum_errors(a: &mut ErrorCounts, b: &ErrorCounts) {
-    a.connect_refused += b.connect_refused;
-    a.connect_timeout += b.connect_timeout;
-    a.tls += b.tls;
-    a.request_timeout += b.request_timeout;
-    a.connection_reset += b.connection_reset;
-    a.http_4xx += b.http_4xx;
-    a.http_5xx += b.http_5xx;
-    a.other += b.other;
-}
-
 fn rank(s: CheckStatus) -> u8 {
     match s {
         CheckStatus::Failed => 2,
@@ -464,7 +453,7 @@ fn merge_cell(
     for (_, _, c) in have {
         requests += c.requests;
         ok += c.ok;
-        sum_errors(&mut errors, &c.errors);
+        errors.add(&c.errors);
         for (k, n) in &c.status_classes {
             *classes.entry(k.clone()).or_default() += n;
         }

@@ -428,6 +428,18 @@ pub struct ErrorCounts {
 }
 
 impl ErrorCounts {
+    /// Add `other`'s counts, class by class (merging recorders, workers or cells).
+    pub fn add(&mut self, other: &ErrorCounts) {
+        self.connect_refused += other.connect_refused;
+        self.connect_timeout += other.connect_timeout;
+        self.tls += other.tls;
+        self.request_timeout += other.request_timeout;
+        self.connection_reset += other.connection_reset;
+        self.http_4xx += other.http_4xx;
+        self.http_5xx += other.http_5xx;
+        self.other += other.other;
+    }
+
     pub fn total(&self) -> u64 {
         self.by_class()
             .iter()
