@@ -46,7 +46,16 @@ struct Net {
 
 impl Drop for Net {
     fn drop(&mut self) {
+        // SIGTERM first: nginx's master then stops its workers (SIGKILL would orphan them)
         for c in &mut self.children {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        }
+        for c in &mut self.children {
+            let t0 = std::time::Instant::now();
+            while c.try_wait().ok().flatten().is_none() && t0.elapsed() < Duration::from_secs(3) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -445,6 +454,31 @@ fn three_workers_in_their_own_namespaces_merge_into_the_single_machine_run() {
         "{}",
         String::from_utf8_lossy(&o.stdout)
     );
+    // the processes of the namespaces end with the test: none is left in any of them
+    let inodes: Vec<u64> = net
+        .workers
+        .iter()
+        .chain([&net.target])
+        .map(|ns| {
+            std::os::unix::fs::MetadataExt::ino(
+                &std::fs::metadata(format!("/run/netns/{ns}")).unwrap(),
+            )
+        })
+        .collect();
+    drop(net);
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path().join("ns/net")).is_ok_and(|l| {
+                inodes
+                    .iter()
+                    .any(|i| l.to_string_lossy() == format!("net:[{i}]"))
+            })
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "processes left: {left:?}");
 }
 
 #[test]
