@@ -340,17 +340,8 @@ fn an_interrupt_mid_cell_restores() {
         "30s",
     );
     let out = dir.path().join("run");
-    let mut c = bin();
-    c.args([
-        "run",
-        sc.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--no-report",
-    ])
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
-    st.env(&mut c);
+    let mut c = st.run(&sc, &out);
+    c.stdout(Stdio::null()).stderr(Stdio::null());
     let mut child = c.spawn().unwrap();
     // wait until the first cell is verified and measuring
     let t0 = Instant::now();

@@ -378,19 +378,8 @@ fn cpu_list(src: &Source, raw: &MatrixSection) -> Result<Vec<CpuLimit>, SpecErro
 /// `[matrix] rate` and `connections` (empty: the `[load]` value).
 fn load_lists(src: &Source, raw: &MatrixSection) -> Result<(Vec<f64>, Vec<u32>), SpecError> {
     let mut rate = Vec::new();
-    if let Some(list) = &raw.rate {
-        if list.get_ref().is_empty() {
-            return Err(at(
-                src,
-                list.span(),
-                "matrix.rate",
-                "must list at least one rate (or be left out)",
-            ));
-        }
-        for r in list.get_ref() {
-            let v = super::load::rate(src, r, "matrix.rate")?;
-            rate.push(v);
-        }
+    for r in entries(src, &raw.rate, "matrix.rate", "rate")? {
+        rate.push(super::load::rate(src, r, "matrix.rate")?);
     }
     let connections = count_list(
         src,
@@ -401,6 +390,26 @@ fn load_lists(src: &Source, raw: &MatrixSection) -> Result<(Vec<f64>, Vec<u32>),
         false,
     )?;
     Ok((rate, connections))
+}
+
+/// The entries of a matrix list: none when it is left out; an error placed on it when it is
+/// given empty ("must list at least one `what` (or be left out)").
+fn entries<'a, T>(
+    src: &Source,
+    list: &'a Option<toml::Spanned<Vec<T>>>,
+    field: &str,
+    what: &str,
+) -> Result<&'a [T], SpecError> {
+    match list {
+        None => Ok(&[]),
+        Some(l) if l.get_ref().is_empty() => Err(at(
+            src,
+            l.span(),
+            field,
+            format!("must list at least one {what} (or be left out)"),
+        )),
+        Some(l) => Ok(l.get_ref()),
+    }
 }
 
 /// A matrix list of whole numbers, each 1..=`max` (none given: empty). `what` names one
@@ -414,16 +423,7 @@ fn count_list(
     unique: bool,
 ) -> Result<Vec<u32>, SpecError> {
     let mut out = Vec::new();
-    let Some(list) = list else { return Ok(out) };
-    if list.get_ref().is_empty() {
-        return Err(at(
-            src,
-            list.span(),
-            field,
-            format!("must list at least one {} (or be left out)", what.0),
-        ));
-    }
-    for c in list.get_ref() {
+    for c in entries(src, list, field, what.0)? {
         let v = *c.get_ref();
         if !(1..=max).contains(&v) {
             return Err(at(
@@ -479,37 +479,27 @@ pub(super) fn matrix(src: &Source, raw: &MatrixSection) -> Result<Matrix, SpecEr
     }
     let (rate, connections) = load_lists(src, raw)?;
     let mut mode = Vec::new();
-    if let Some(list) = &raw.mode {
-        if list.get_ref().is_empty() {
+    for m in entries(src, &raw.mode, "matrix.mode", "mode")? {
+        let v = MeshMode::parse(m.get_ref()).ok_or_else(|| {
+            at(
+                src,
+                m.span(),
+                "matrix.mode",
+                format!(
+                    "unknown mode `{}` (expected \"baseline\", \"server\" or \"both\")",
+                    m.get_ref()
+                ),
+            )
+        })?;
+        if mode.contains(&v) {
             return Err(at(
                 src,
-                list.span(),
+                m.span(),
                 "matrix.mode",
-                "must list at least one mode (or be left out)",
+                format!("`{}` is listed twice", m.get_ref()),
             ));
         }
-        for m in list.get_ref() {
-            let v = MeshMode::parse(m.get_ref()).ok_or_else(|| {
-                at(
-                    src,
-                    m.span(),
-                    "matrix.mode",
-                    format!(
-                        "unknown mode `{}` (expected \"baseline\", \"server\" or \"both\")",
-                        m.get_ref()
-                    ),
-                )
-            })?;
-            if mode.contains(&v) {
-                return Err(at(
-                    src,
-                    m.span(),
-                    "matrix.mode",
-                    format!("`{}` is listed twice", m.get_ref()),
-                ));
-            }
-            mode.push(v);
-        }
+        mode.push(v);
     }
     let concurrency = count_list(
         src,
