@@ -19,4 +19,5 @@ pub mod plan;
 pub mod record;
 pub mod run;
 pub mod scenario;
+pub mod search;
 pub mod target;

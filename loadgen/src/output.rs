@@ -12,6 +12,8 @@ use std::path::Path;
 /// The progress bar; inert when stderr is not a terminal or when disabled.
 pub struct Live {
     enabled: bool,
+    /// One line per capacity-search step on stderr (also without a terminal).
+    lines: bool,
     bar: Option<ProgressBar>,
 }
 
@@ -19,11 +21,30 @@ impl Live {
     pub fn new(wanted: bool) -> Self {
         Live {
             enabled: wanted && std::io::stderr().is_terminal(),
+            lines: wanted,
             bar: None,
         }
     }
 
     pub fn event(&mut self, e: Event<'_>) {
+        if let (Event::SearchStep { cell, step }, true) = (&e, self.lines) {
+            let line = format!(
+                "{} search step {} ({}): {:.0} req/s offered, {:.0} achieved, p99 {}, {} errors: {}",
+                cell.id,
+                step.index,
+                step.phase.as_str(),
+                step.rate,
+                step.achieved_rate,
+                fmt_us(step.latency.p99_us),
+                step.errors,
+                if step.passed { "holds" } else { "FAILS" }
+            );
+            match &self.bar {
+                Some(bar) => bar.println(line),
+                None => eprintln!("{line}"),
+            }
+            return;
+        }
         if !self.enabled {
             return;
         }
@@ -58,6 +79,7 @@ impl Live {
                     bar.finish_and_clear();
                 }
             }
+            Event::SearchStep { .. } => {}
         }
     }
 

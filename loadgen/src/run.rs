@@ -50,6 +50,11 @@ pub enum Event<'a> {
         cell: &'a CellPlan,
         result: &'a CellResult,
     },
+    /// A step of a capacity search ended.
+    SearchStep {
+        cell: &'a CellPlan,
+        step: &'a meshbench_schema::search::SearchStep,
+    },
 }
 
 pub struct RunOptions {
@@ -220,6 +225,7 @@ pub fn compact_utc(t: SystemTime) -> String {
 fn generator_stats(
     plan: &Plan,
     cell: &CellPlan,
+    rate: Option<f64>,
     m: &engine::CellMeasurement,
 ) -> (GeneratorStats, Option<CheckResult>) {
     let g = &m.generator;
@@ -229,7 +235,7 @@ fn generator_stats(
     let lag =
         (open && !m.rec.send_lag.is_empty()).then(|| crate::record::percentiles(&m.rec.send_lag));
     let configured = plan.checks.as_ref().and_then(|c| c.max_send_lag);
-    let limit = cell.rate.map(|rate| {
+    let limit = rate.map(|rate| {
         configured
             .unwrap_or(crate::plan::LagLimit::ShareOfInterval(
                 crate::plan::checks::DEFAULT_LAG_SHARE,
@@ -496,6 +502,7 @@ fn failed_cell(cell: &CellPlan, reason: &str) -> CellResult {
             details: serde_json::Value::Null,
         }],
         interrupted: false,
+        search: None,
     }
 }
 
@@ -556,8 +563,66 @@ async fn run_one<T: CellTarget>(
             let slot = Distributed::cell_slot(plan)?;
             Some(w.start_at? + slot * cell.index as u32)
         }),
+        profile: cell.profile.clone(),
     };
     let hlog_name = format!("cell-{}.hlog", cell.index);
+    let (mut result, mut warnings) = match &plan.search {
+        None => {
+            let (r, w, _) = measure(
+                plan,
+                cell,
+                dir,
+                opts,
+                engine_target,
+                &load,
+                hlog_name,
+                on_event,
+            )
+            .await?;
+            (r, w)
+        }
+        Some(search) => {
+            crate::search::run(
+                plan,
+                search,
+                cell,
+                target,
+                dir,
+                opts,
+                engine_target,
+                load,
+                on_event,
+            )
+            .await?
+        }
+    };
+    if let Err(e) = target.finish(plan, cell, &mut result).await {
+        warnings.push(format!("cell {}: target: {e}", cell.id));
+    }
+    Ok((result, warnings))
+}
+
+/// What a measurement saw beyond its [`CellResult`].
+pub(crate) struct MeasureExtra {
+    /// Scheduled measured requests never sent.
+    pub unsent: u64,
+    /// When the measured window started.
+    pub window_start: SystemTime,
+}
+
+/// Run the engine for one cell (or one step of a search) with `load`, writing its interval
+/// log to `hlog_name` in `dir`, and build its [`CellResult`] (no target-side figures yet).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn measure(
+    plan: &Plan,
+    cell: &CellPlan,
+    dir: &Path,
+    opts: &RunOptions,
+    engine_target: Arc<Target>,
+    load: &CellLoad,
+    hlog_name: String,
+    on_event: &mut (dyn FnMut(Event<'_>) + Send),
+) -> Result<(CellResult, Vec<String>, MeasureExtra), RunError> {
     let hlog = HlogSpec {
         path: dir.join(&hlog_name),
         comment: format!(
@@ -568,7 +633,7 @@ async fn run_one<T: CellTarget>(
     let mut progress = |p: &Progress| on_event(Event::Progress { cell, progress: p });
     let m = engine::run_cell(
         engine_target,
-        &load,
+        load,
         Some(hlog),
         opts.stop.clone(),
         &mut progress,
@@ -579,7 +644,7 @@ async fn run_one<T: CellTarget>(
     let parts_hlog = crate::record::write_parts(
         &dir.join(&parts_name),
         &m.rec,
-        m.started_at + plan.load.warmup.0,
+        m.started_at + load.warmup,
         m.duration_s,
     )
     .map_err(EngineError::from)?
@@ -602,13 +667,18 @@ async fn run_one<T: CellTarget>(
     let mut warnings = Vec::new();
     if m.unsent > 0 && !m.interrupted {
         warnings.push(format!(
-            "cell {}: {} scheduled requests were never sent: the target could not keep up with {} req/s",
+            "cell {}: {} scheduled requests were never sent: the target could not keep up with {}",
             cell.id,
             m.unsent,
-            cell.rate.unwrap_or(0.0)
+            match &load.profile {
+                Some(p) => p.label(),
+                None => format!("{} req/s", load.rate.unwrap_or(0.0)),
+            }
         ));
     }
-    let (generator, lag_check) = generator_stats(plan, cell, &m);
+    // a profile's lateness limit is that of its highest rate (the shortest interval)
+    let lag_rate = load.profile.as_ref().map(|p| p.peak_rate()).or(load.rate);
+    let (generator, lag_check) = generator_stats(plan, cell, lag_rate, &m);
     if !generator.trusted && lag_check.is_none() {
         let lag = generator.send_lag.unwrap_or_default();
         warnings.push(format!(
@@ -666,9 +736,15 @@ async fn run_one<T: CellTarget>(
         generator: Some(generator),
         checks: lag_check.into_iter().collect(),
         interrupted: m.interrupted,
+        search: None,
     };
-    if let Err(e) = target.finish(plan, cell, &mut result).await {
-        warnings.push(format!("cell {}: target: {e}", cell.id));
-    }
-    Ok((result, warnings))
+    result.settings.rate = load.rate;
+    Ok((
+        result,
+        warnings,
+        MeasureExtra {
+            unsent: m.unsent,
+            window_start: m.started_at + load.warmup,
+        },
+    ))
 }

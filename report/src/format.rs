@@ -1,25 +1,6 @@
 //! Small formatting helpers shared by the printers.
 
-/// A latency in microseconds, in the unit that reads best ("850 µs", "12.3 ms", "1.20 s").
-pub fn us(v: f64) -> String {
-    if !v.is_finite() {
-        return "-".to_string();
-    }
-    if v < 1000.0 {
-        format!("{v:.0} µs")
-    } else if v < 1_000_000.0 {
-        let ms = v / 1000.0;
-        if ms < 10.0 {
-            format!("{ms:.2} ms")
-        } else if ms < 100.0 {
-            format!("{ms:.1} ms")
-        } else {
-            format!("{ms:.0} ms")
-        }
-    } else {
-        format!("{:.2} s", v / 1_000_000.0)
-    }
-}
+pub use meshbench_schema::text::us;
 
 /// A relative change as a signed percentage ("+12.3 %").
 pub fn change(ratio: f64) -> String {

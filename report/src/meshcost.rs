@@ -4,16 +4,9 @@
 
 use meshbench_schema::{CellResult, RunResult};
 
-use crate::format::{cpu_label, us};
+use crate::format::cpu_label;
 
-/// `+1.23 ms` / `-80 µs`.
-pub fn signed_us(v: f64) -> String {
-    if v < 0.0 {
-        format!("-{}", us(-v))
-    } else {
-        format!("+{}", us(v))
-    }
-}
+pub use meshbench_schema::text::signed_us;
 
 /// Whether any cell of the run carries a mesh mode (the embedded mesh's matrix).
 pub fn has_modes(run: &RunResult) -> bool {

@@ -582,6 +582,8 @@ fn merge_cell(
         generator,
         checks,
         interrupted: short || have.iter().any(|(_, _, c)| c.interrupted),
+        // a search is one machine's (loadgen refuses --worker with [search])
+        search: None,
     })
 }
 

@@ -246,6 +246,7 @@ mod tests {
                     details: serde_json::Value::Null,
                 }],
                 interrupted: true,
+                search: None,
             }],
             checks: vec![],
             planned_cells: vec!["cpu=100m,log=off".into(), "cpu=500m,log=off".into()],

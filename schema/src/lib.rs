@@ -7,6 +7,8 @@
 //! - [`hlog`]: the per-cell interval logs (`.hlog`, standard HdrHistogram format, µs);
 //! - [`files`]: atomic writes and versioned readers (each error names the file);
 //! - [`units`]: durations and Kubernetes quantities, as scenarios, flags and SLOs write them;
+//! - [`profile`]: open-loop rate profiles (ramp, steps) and their exact schedule;
+//! - [`search`]: a cell's capacity search (steps, verdicts, capacity);
 //! - [`slo`]: the SLO grammar (`p99<50ms`, `errors<0.1%`);
 //! - [`text`]: `file:line:col` placement and one-line messages;
 //! - [`exit`]: the exit codes of every binary.
@@ -18,7 +20,9 @@ pub mod exit;
 pub mod files;
 pub mod hlog;
 mod probe;
+pub mod profile;
 pub mod run;
+pub mod search;
 pub mod slo;
 pub mod text;
 pub mod units;

@@ -337,6 +337,10 @@ pub struct CellSettings {
     /// calibration measured at this cell's load with no limit.
     #[serde(default)]
     pub cpu_limit_calibration: Option<CpuCalibration>,
+    /// A rate profile (`[load.profile]`): the offered rate changed over the window; `rate`
+    /// is then its mean.
+    #[serde(default)]
+    pub profile: Option<crate::profile::RateProfile>,
 }
 
 /// A relative CPU limit, resolved: `factor` x the most CPU one sidecar needed (millicores)
@@ -513,6 +517,9 @@ pub struct SidecarStats {
     /// cpu.stat sampled once a second; index 0 is the first measured second.
     #[serde(default)]
     pub throttled_usec_per_second: Vec<u64>,
+    /// Per second of the measured window: CPU time used in that second (µs).
+    #[serde(default)]
+    pub cpu_usec_per_second: Vec<u64>,
 }
 
 /// What the load generator itself did in a cell: how it waited for send times, what CPU it
@@ -613,6 +620,10 @@ pub struct CellResult {
     /// True when this cell was cut short by an interrupt.
     #[serde(default)]
     pub interrupted: bool,
+    /// A capacity search (`[search]`): every step, and the capacity found. The cell's own
+    /// figures are then those of its last step.
+    #[serde(default)]
+    pub search: Option<crate::search::SearchResult>,
 }
 
 /// What the mesh costs in one cell.

@@ -7,7 +7,8 @@
 //! `--slo` flags) with this one grammar. Latency thresholds take every duration form of
 //! [`crate::units::Dur`] (`1m`, `1m30s`, `250ms`, `800us`).
 
-use crate::run::LATENCY_STATS;
+use crate::run::{CellResult, LATENCY_STATS};
+use crate::text::{signed_us, us};
 use crate::units::Dur;
 
 /// A comparison.
@@ -46,6 +47,8 @@ pub enum SloMetric {
     Added(&'static str),
     /// The sidecars' CPU per 1000 requests/s of the cell, vCPU.
     VcpuPer1k,
+    /// The capacity a `[search]` found, requests/s (`capacity>2000`).
+    Capacity,
 }
 
 /// The statistics `added_*` SLOs take.
@@ -128,6 +131,16 @@ impl Slo {
                     err("give vCPU per 1000 req/s as a number, e.g. vcpu_per_1k<0.5".into())
                 })?;
             (SloMetric::VcpuPer1k, v)
+        } else if name == "capacity" {
+            let v = value
+                .strip_suffix("/s")
+                .unwrap_or(value)
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .ok_or_else(|| err("give a capacity in requests/s, e.g. capacity>2000".into()))?;
+            (SloMetric::Capacity, v)
         } else if name == "send_lag" {
             let d = Dur::parse(value).map_err(|_| {
                 err(format!(
@@ -154,7 +167,7 @@ impl Slo {
             (SloMetric::Rate, v)
         } else {
             return Err(err(format!(
-                "unknown metric '{name}' (known: {}, errors, rate, send_lag, added_p50, added_p90, added_p99, added_p99.9, vcpu_per_1k)",
+                "unknown metric '{name}' (known: {}, errors, rate, send_lag, added_p50, added_p90, added_p99, added_p99.9, vcpu_per_1k, capacity)",
                 LATENCY_STATS.join(", ")
             )));
         };
@@ -164,6 +177,89 @@ impl Slo {
             op,
             threshold,
         })
+    }
+}
+
+/// What a cell measured for an objective: its value and how to show it, or why there is
+/// none.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Measured {
+    Value(f64, String),
+    /// The cell has nothing to judge it on; the reason says why.
+    Missing(String),
+}
+
+impl Slo {
+    /// The cell's value for this objective (`Added` needs `fill_added_latency` first).
+    pub fn measure(&self, c: &CellResult) -> Measured {
+        let missing = |why: &str| Measured::Missing(why.to_string());
+        let cost = c.mesh_cost.as_ref();
+        match self.metric {
+            SloMetric::Added(p) => match cost.and_then(|m| m.added.as_ref()) {
+                Some(a) => {
+                    let v = a.get(p).unwrap_or(f64::NAN);
+                    Measured::Value(v, format!("added {p} {} vs {}", signed_us(v), a.baseline))
+                }
+                None => Measured::Missing(format!(
+                    "no added latency for this cell ({}), so the SLO cannot be judged",
+                    cost.and_then(|m| m.note.clone())
+                        .unwrap_or_else(|| "no baseline cell of the same load".into())
+                )),
+            },
+            SloMetric::VcpuPer1k => match cost.and_then(|m| m.vcpu_per_1k_rps) {
+                Some(v) => Measured::Value(v, format!("{v:.3} vCPU per 1000 req/s")),
+                None => missing("no sidecar CPU was measured in this cell (no cgroup?), so the SLO cannot be judged"),
+            },
+            SloMetric::Latency(p) => {
+                if c.latency.corrected.count == 0 {
+                    missing("no completed requests in this cell, so the SLO cannot be met")
+                } else {
+                    let v = c.latency.corrected.get(p).unwrap_or(f64::NAN);
+                    Measured::Value(v, format!("{p} {}", us(v)))
+                }
+            }
+            SloMetric::Errors => {
+                if c.requests == 0 {
+                    missing("no completed requests in this cell, so the SLO cannot be met")
+                } else {
+                    let v = c.errors.total() as f64 / c.requests as f64;
+                    Measured::Value(
+                        v,
+                        format!(
+                            "errors {:.3} % ({} of {})",
+                            v * 100.0,
+                            c.errors.total(),
+                            c.requests
+                        ),
+                    )
+                }
+            }
+            SloMetric::SendLag => match c.generator.as_ref().and_then(|g| g.send_lag) {
+                Some(l) => Measured::Value(l.p99_us, format!("send lag p99 {}", us(l.p99_us))),
+                None => missing("no send lateness was measured in this cell (closed loop, or nothing sent), so the SLO cannot be judged"),
+            },
+            SloMetric::Rate => Measured::Value(c.achieved_rate, format!("{:.1}/s", c.achieved_rate)),
+            SloMetric::Capacity => match &c.search {
+                None => missing("this cell ran no capacity search ([search]), so the SLO cannot be judged"),
+                Some(s) => match s.capacity_rps {
+                    Some(v) => Measured::Value(v, format!("capacity {}", s.capacity_text())),
+                    // below the lower bound: nothing held, judged as zero
+                    None => Measured::Value(0.0, format!("capacity {}", s.capacity_text())),
+                },
+            },
+        }
+    }
+
+    /// Judge a cell: `Ok(line)` when it holds, `Err(line)` when it does not or cannot be
+    /// judged.
+    pub fn judge(&self, c: &CellResult) -> Result<String, String> {
+        match self.measure(c) {
+            Measured::Value(v, shown) if self.op.holds(v, self.threshold) => {
+                Ok(format!("measured {shown}: within `{}`", self.expr))
+            }
+            Measured::Value(_, shown) => Err(format!("measured {shown}: violates `{}`", self.expr)),
+            Measured::Missing(why) => Err(why),
+        }
     }
 }
 
@@ -190,6 +286,12 @@ mod tests {
             (s.metric, s.threshold),
             (SloMetric::Added("p99.9"), -1000.0)
         );
+        let s = Slo::parse("capacity>=2000/s").unwrap();
+        assert_eq!(
+            (s.metric, s.op, s.threshold),
+            (SloMetric::Capacity, Op::Ge, 2000.0)
+        );
+        assert!(Slo::parse("capacity>lots").is_err());
         let s = Slo::parse("vcpu_per_1k<0.5").unwrap();
         assert_eq!((s.metric, s.threshold), (SloMetric::VcpuPer1k, 0.5));
         assert!(Slo::parse("added_p98<2ms").is_err());

@@ -5,8 +5,8 @@
 //! share of the schedule, and one [`Recorder`]. Nothing on a request's path crosses
 //! threads.
 //!
-//! Open loop: request *i* of the cell is intended at `start + i/rate` and is worker
-//! `i mod N`'s; the worker releases it on time (`schedule`: spin, hybrid or sleep) into a
+//! Open loop: request *i* of the cell is intended at `start + i/rate` (with a rate
+//! profile, where the integral of the rate reaches *i*: [`Pace`]) and is worker `i mod N`'s; the worker releases it on time (`schedule`: spin, hybrid or sleep) into a
 //! FIFO semaphore; its lanes take permits in order, so a lane that takes permit *k* sends
 //! the worker's request *k*, whose latency is measured from its intended time. When the
 //! target cannot keep up, permits pile up (a counter: memory stays flat) and the wait shows
@@ -24,7 +24,7 @@ pub mod schedule;
 mod target;
 mod worker;
 
-pub use schedule::Idle;
+pub use schedule::{Idle, Pace};
 pub use target::{Endpoint, ResolvedTarget, SplitTo, Target, TlsTarget};
 
 use crate::record::{Hist, Hlog, Pair, Recorder};
@@ -78,6 +78,9 @@ pub struct CellLoad {
     /// Start the schedule at this instant of the wall clock (shared by every worker); late
     /// workers start on the same schedule and report by how much they were late.
     pub start_at: Option<SystemTime>,
+    /// Open loop: a rate that changes over the window (then `rate` is only its mean and
+    /// `duration` the profile's).
+    pub profile: Option<meshbench_schema::profile::RateProfile>,
 }
 
 /// One machine's part of a distributed cell.
@@ -140,7 +143,17 @@ pub async fn run_cell(
     mut stop: watch::Receiver<bool>,
     on_progress: &mut (dyn FnMut(&Progress) + Send),
 ) -> Result<CellMeasurement, EngineError> {
-    let (rate, warmup_tickets, measured_tickets) = match (load.mode, load.rate) {
+    let (pace, warmup_tickets, measured_tickets, planned) = match (load.mode, load.rate) {
+        (LoadMode::Open, _) if load.profile.is_some() => {
+            let profile = load.profile.as_ref().expect("checked");
+            let (pace, w) = Pace::profile(profile, load.warmup);
+            let curve = profile.curve();
+            let n = load
+                .requests
+                .map_or(curve.tickets(), |r| r.min(curve.tickets()));
+            let planned = curve.time_of(n as f64);
+            (pace, w, n, Some(Duration::from_secs_f64(planned)))
+        }
         (LoadMode::Open, Some(r)) => {
             let w = (load.warmup.as_secs_f64() * r - 1e-9).ceil().max(0.0) as u64;
             let by_time = load
@@ -150,13 +163,10 @@ pub async fn run_cell(
                 (Some(a), Some(b)) => a.min(b),
                 (a, b) => a.or(b).unwrap_or(1),
             };
-            (r, w, n)
+            let planned = Duration::from_secs_f64(n as f64 / r);
+            (Pace::Constant(r), w, n, Some(planned))
         }
-        _ => (0.0, 0, 0),
-    };
-    let planned = match load.mode {
-        LoadMode::Open => Some(Duration::from_secs_f64(measured_tickets as f64 / rate)),
-        LoadMode::Closed => load.duration,
+        _ => (Pace::Constant(1.0), 0, 0, load.duration),
     };
     let workers = (load.threads.max(1)).min(load.connections.max(1)) as usize;
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
@@ -190,7 +200,7 @@ pub async fn run_cell(
             target: target.clone(),
             connections,
             load: load.clone(),
-            rate,
+            pace: pace.clone(),
             warmup_tickets,
             total_tickets: warmup_tickets + measured_tickets,
             planned,

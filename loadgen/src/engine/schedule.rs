@@ -15,6 +15,7 @@
 //!   worker's runtime (a cross-thread wake-up: lateness up to the host's wake-up latency,
 //!   about no CPU).
 
+use meshbench_schema::profile::{Curve, RateProfile};
 use meshbench_schema::LoadMode;
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -114,11 +115,63 @@ fn splitmix64(i: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// When the cell's open-loop tickets are intended, from the schedule's start.
+#[derive(Debug, Clone)]
+pub enum Pace {
+    /// Ticket *i* at `i / rate` (warmup and measured window alike).
+    Constant(f64),
+    /// A rate profile: the warmup's tickets at its first rate, then measured ticket *n*
+    /// at `warmup + N⁻¹(n)` (the integral of the profile's rate, exact per segment).
+    Profile {
+        first_rate: f64,
+        warmup_tickets: u64,
+        warmup_s: f64,
+        curve: Arc<Curve>,
+    },
+}
+
+impl Pace {
+    /// A profile's pace with a warmup of `warmup` at its first rate; returns the pace and
+    /// the warmup's ticket count.
+    pub fn profile(profile: &RateProfile, warmup: Duration) -> (Pace, u64) {
+        let first_rate = profile.first_rate();
+        let warmup_tickets = (warmup.as_secs_f64() * first_rate - 1e-9).ceil().max(0.0) as u64;
+        (
+            Pace::Profile {
+                first_rate,
+                warmup_tickets,
+                warmup_s: warmup.as_secs_f64(),
+                curve: Arc::new(profile.curve()),
+            },
+            warmup_tickets,
+        )
+    }
+
+    /// Seconds from the schedule's start to ticket `i`'s intended time.
+    pub fn offset_s(&self, i: u64) -> f64 {
+        match self {
+            Pace::Constant(rate) => i as f64 / rate,
+            Pace::Profile {
+                first_rate,
+                warmup_tickets,
+                warmup_s,
+                curve,
+            } => {
+                if i < *warmup_tickets {
+                    i as f64 / first_rate
+                } else {
+                    warmup_s + curve.time_of((i - warmup_tickets) as f64)
+                }
+            }
+        }
+    }
+}
+
 /// One worker's schedule.
 pub struct Schedule {
     pub(super) mode: LoadMode,
     pub(super) start: Instant,
-    pub(super) rate: f64,
+    pub(super) pace: Pace,
     /// This worker's tickets are `first + k * step` of the cell's.
     pub(super) first: u64,
     pub(super) step: u64,
@@ -152,13 +205,26 @@ impl Schedule {
     /// which this worker takes `first + k * step` (the engine builds its own; this is for
     /// benchmarks and tests of the claim path).
     pub fn open(start: Instant, rate: f64, first: u64, step: u64, total: u64) -> Schedule {
+        Schedule::paced(start, Pace::Constant(rate), first, step, 0, total)
+    }
+
+    /// An open-loop schedule of `total` tickets (the first `warmup` of them unmeasured) at
+    /// `pace`, of which this worker takes `first + k * step`.
+    pub fn paced(
+        start: Instant,
+        pace: Pace,
+        first: u64,
+        step: u64,
+        warmup: u64,
+        total: u64,
+    ) -> Schedule {
         Schedule {
             mode: LoadMode::Open,
             start,
-            rate,
+            pace,
             first,
             step,
-            warmup_tickets: 0,
+            warmup_tickets: warmup,
             total_tickets: total,
             next: AtomicU64::new(0),
             permits: vec![Semaphore::new(0)],
@@ -221,8 +287,8 @@ impl Schedule {
 
     /// Intended time of the cell's ticket `i`.
     pub fn intended(&self, i: u64) -> Instant {
-        // rate >= MIN_RATE and i < 2^53 (bounded by the plan): finite and in range
-        self.start + Duration::from_secs_f64(i as f64 / self.rate)
+        // rates >= MIN_RATE and i < 2^53 (bounded by the plan): finite and in range
+        self.start + Duration::from_secs_f64(self.pace.offset_s(i))
     }
 
     /// Take the next ticket of a lane whose connection goes to endpoint `endpoint`.

@@ -10,7 +10,7 @@
 use super::conn::{self, Sender};
 use super::lane::Lane;
 use super::schedule::{
-    release_in_runtime, spawn_sleeping_releaser, CellBudget, Idle, Schedule, Split,
+    release_in_runtime, spawn_sleeping_releaser, CellBudget, Idle, Pace, Schedule, Split,
 };
 use super::target::Target;
 use super::{stopped, CellLoad, INTERRUPT_DRAIN};
@@ -110,7 +110,7 @@ pub(super) struct WorkerSpec {
     /// This worker's connections to each target endpoint.
     pub(super) connections: Vec<u32>,
     pub(super) load: CellLoad,
-    pub(super) rate: f64,
+    pub(super) pace: Pace,
     pub(super) warmup_tickets: u64,
     pub(super) total_tickets: u64,
     pub(super) planned: Option<Duration>,
@@ -144,7 +144,7 @@ async fn run(spec: WorkerSpec) -> WorkerOut {
         target,
         connections,
         load,
-        rate,
+        pace,
         warmup_tickets,
         total_tickets,
         planned,
@@ -192,7 +192,7 @@ async fn run(spec: WorkerSpec) -> WorkerOut {
     let sched = Arc::new(Schedule {
         mode: load.mode,
         start: at,
-        rate,
+        pace,
         // this machine's tickets are `share.index + k * share.count` of the cell; of those,
         // this worker thread takes every `workers`-th
         first: load.share.index + load.share.count * index as u64,

@@ -1,9 +1,11 @@
 //! `[load]`: open or closed loop, rate, connections, how long, warmup; every number
 //! bounded to what the engine can honour.
 
+use super::profile::SearchPlan;
 use super::target::bounded_dur;
 use crate::engine::Idle;
 use crate::scenario::{LoadSection, ModeRaw, Source, SpecError};
+use meshbench_schema::profile::RateProfile;
 use meshbench_schema::units::Dur;
 use meshbench_schema::LoadMode;
 use serde::Serialize;
@@ -39,6 +41,9 @@ pub struct LoadPlan {
     pub idle: Idle,
     /// CPUs the engine's worker threads are pinned to; empty: not pinned.
     pub cpus: Vec<usize>,
+    /// A rate that changes over the window (`[load.profile]`); `rate` is then its mean
+    /// and `duration` its length.
+    pub profile: Option<RateProfile>,
 }
 
 /// An open-loop rate, checked against [`MIN_RATE`]..=[`MAX_RATE`].
@@ -74,12 +79,74 @@ pub(super) fn int(
     }
 }
 
-pub(super) fn load(src: &Source, l: &LoadSection) -> Result<LoadPlan, SpecError> {
+/// `[load]`; with a `[search]`, the search sets each step's rate and window.
+pub(super) fn load(
+    src: &Source,
+    l: &LoadSection,
+    search: Option<&SearchPlan>,
+) -> Result<LoadPlan, SpecError> {
     let mode = match l.mode {
         None | Some(ModeRaw::Open) => LoadMode::Open,
         Some(ModeRaw::Closed) => LoadMode::Closed,
     };
+    let profile = match &l.profile {
+        Some(p) => super::profile::profile(src, p)?,
+        None => None,
+    };
+    if let (Some(p), Some(_)) = (&l.profile, &profile) {
+        let clash = [
+            (
+                "load.rate",
+                l.rate.as_ref().map(|v| v.span()),
+                "the profile sets the rate",
+            ),
+            (
+                "load.duration",
+                l.duration.as_ref().map(|v| v.span()),
+                "the profile's own durations make the window",
+            ),
+        ];
+        if mode == LoadMode::Closed {
+            return Err(src.error_at(
+                p.span(),
+                "load.profile applies to open loop only (load.mode = \"closed\")",
+            ));
+        }
+        for (field, span, why) in clash {
+            if let Some(span) = span {
+                return Err(src.error_at(
+                    span,
+                    format!("{field} and load.profile are exclusive: {why}"),
+                ));
+            }
+        }
+    }
+    if search.is_some() {
+        if mode == LoadMode::Closed {
+            return Err(src.error_file(
+                "[search] finds an open-loop rate; it does not apply with load.mode = \"closed\"",
+            ));
+        }
+        let clash = [
+            ("load.rate", l.rate.as_ref().map(|v| v.span())),
+            ("load.duration", l.duration.as_ref().map(|v| v.span())),
+            ("load.requests", l.requests.as_ref().map(|v| v.span())),
+            ("load.profile", l.profile.as_ref().map(|v| v.span())),
+        ];
+        for (field, span) in clash {
+            if let Some(span) = span {
+                return Err(src.error_at(
+                    span,
+                    format!("{field} and [search] are exclusive: the search sets each step's rate and window (search.min, search.max, search.step)"),
+                ));
+            }
+        }
+    }
     let rate = match &l.rate {
+        _ if search.is_some() => search.map(|s| s.min),
+        _ if profile.is_some() => profile
+            .as_ref()
+            .map(|p| p.curve().tickets() as f64 / p.duration_s()),
         Some(r) if mode == LoadMode::Closed => {
             return Err(src.error_at(
                 r.span(),
@@ -131,11 +198,15 @@ pub(super) fn load(src: &Source, l: &LoadSection) -> Result<LoadPlan, SpecError>
             cpus.push(v as usize);
         }
     }
-    let duration = l
-        .duration
-        .as_ref()
-        .map(|d| bounded_dur(src, d, "load.duration", MAX_DURATION))
-        .transpose()?;
+    let duration = match (&profile, search) {
+        (Some(p), _) => Some(Dur(Duration::from_secs_f64(p.duration_s()))),
+        (None, Some(s)) => Some(s.step),
+        (None, None) => l
+            .duration
+            .as_ref()
+            .map(|d| bounded_dur(src, d, "load.duration", MAX_DURATION))
+            .transpose()?,
+    };
     let requests = match &l.requests {
         Some(r) if *r.get_ref() <= 0 => {
             return Err(src.error_at(r.span(), "load.requests must be > 0"))
@@ -198,5 +269,6 @@ pub(super) fn load(src: &Source, l: &LoadSection) -> Result<LoadPlan, SpecError>
         threads,
         idle,
         cpus,
+        profile,
     })
 }

@@ -94,6 +94,8 @@ pub struct CellPlan {
     pub sidecar: Option<SidecarCell>,
     /// A real mesh's settings, applied by the `[driver]`; `None` without one.
     pub driven: Option<DrivenCell>,
+    /// The run's rate profile (`[load.profile]`), when it has one.
+    pub profile: Option<meshbench_schema::profile::RateProfile>,
 }
 
 impl CellPlan {
@@ -107,6 +109,7 @@ impl CellPlan {
                 access_log: Some(d.access_log.clone()),
                 rate: self.rate,
                 connections: self.connections,
+                profile: self.profile.clone(),
                 ..CellSettings::default()
             };
         }
@@ -124,6 +127,7 @@ impl CellPlan {
             mesh_mode: s.map(|s| s.mode.as_str().to_string()),
             sidecar_concurrency: with_sidecar.and_then(|s| s.concurrency),
             cpu_limit_calibration: None,
+            profile: self.profile.clone(),
         }
     }
 }
@@ -257,6 +261,7 @@ impl Matrix {
                         connections: c.unwrap_or(connections),
                         sidecar: sc.clone(),
                         driven: dc.clone(),
+                        profile: None,
                     });
                 }
             }

@@ -9,6 +9,7 @@
 //! - [`matrix`]: `[matrix]` -> the [`CellPlan`]s (ids built once);
 //! - [`checks`]: `[checks]` -> [`ChecksSpec`];
 //! - [`driver`]: `[driver]` -> [`DriverPlan`] (how a real mesh gets each cell's settings);
+//! - [`profile`]: `[load.profile]` -> a rate profile, `[search]` -> [`SearchPlan`];
 //! - `slo = [...]` -> [`Slo`]s (the grammar of `meshbench-schema`, which `report gate` uses).
 
 mod app;
@@ -17,6 +18,7 @@ pub mod driver;
 pub mod load;
 pub mod matrix;
 mod mesh;
+pub mod profile;
 mod ser;
 pub mod target;
 
@@ -24,6 +26,7 @@ pub use checks::{ChecksSpec, LagLimit};
 pub use driver::{DriverKind, DriverPlan, OnFailure};
 pub use load::LoadPlan;
 pub use matrix::{CellPlan, CpuLimit, DrivenCell, Matrix, SidecarCell};
+pub use profile::SearchPlan;
 pub use target::{Protocol, RequestPlan, TlsPlan};
 
 use crate::scenario::{MatrixSection, Scenario, Source, SpecError};
@@ -60,6 +63,8 @@ pub struct Plan {
     pub cells: Vec<CellPlan>,
     /// How each cell's settings reach a real mesh (`target.url` + `[matrix]`).
     pub driver: Option<DriverPlan>,
+    /// A capacity search per cell (`[search]`).
+    pub search: Option<SearchPlan>,
 }
 
 impl Plan {
@@ -131,7 +136,12 @@ impl Plan {
             // that exist, so a typo does not wait for the day the url is set.
             target::tls(sc, src, None)?;
         }
-        let load = load::load(src, &sc.load)?;
+        let search = sc
+            .search
+            .as_ref()
+            .map(|s| profile::search(src, s))
+            .transpose()?;
+        let load = load::load(src, &sc.load, search.as_ref())?;
         let slo = sc
             .slo
             .iter()
@@ -185,6 +195,16 @@ impl Plan {
                     }
                 }
             }
+            if let (Some(r), true) = (&m.rate, search.is_some() || load.profile.is_some()) {
+                return Err(src.error_at(
+                    r.span(),
+                    if search.is_some() {
+                        "matrix.rate and [search] are exclusive: the search finds each cell's rate"
+                    } else {
+                        "matrix.rate and load.profile are exclusive: the profile sets the rate"
+                    },
+                ));
+            }
             if let (Some(r), LoadMode::Closed) = (&m.rate, load.mode) {
                 return Err(src.error_at(
                     r.span(),
@@ -236,8 +256,13 @@ impl Plan {
                 connections: load.connections,
                 sidecar: None,
                 driven: None,
+                profile: None,
             }],
         };
+        let mut cells = cells;
+        for c in &mut cells {
+            c.profile.clone_from(&load.profile);
+        }
         let subset_header = match (mesh_spec, &checks) {
             (Some(m), _) => Some(m.subset_header.clone()),
             (None, Some(c)) if c.weights.is_some() => Some(c.subset_header.clone()),
@@ -257,6 +282,7 @@ impl Plan {
             matrix,
             cells,
             driver,
+            search,
         })
     }
 

@@ -12,6 +12,8 @@
 //! slo = ["p99<50ms"]
 //! [target]          # url, method, path, headers, body, protocol, timeouts, [target.tls]
 //! [load]            # mode, rate, connections, duration, requests, warmup, ...
+//! [load.profile]    # kind = "ramp" (from, to, over) or "steps" (steps = [{rate, duration}])
+//! [search]          # slo, min, max, resolution, step: the capacity of every cell
 //! [app]             # the built-in app server, in-process
 //! [mesh]            # the embedded mesh: service, subsets (weights), sidecar settings
 //! [matrix]          # sidecar_cpu, access_log, rate, connections
@@ -66,6 +68,8 @@ pub struct Scenario {
     pub checks: Option<Spanned<ChecksSection>>,
     /// How a real mesh gets each cell's settings (`[target] url` with a `[matrix]`).
     pub driver: Option<Spanned<DriverSection>>,
+    /// A capacity search per cell: the highest rate that meets an SLO.
+    pub search: Option<Spanned<SearchSection>>,
 }
 
 /// `[driver]`: applies each cell's sidecar CPU limit and access logging to a real mesh,
@@ -185,6 +189,47 @@ pub struct LoadSection {
     pub idle: Option<Spanned<String>>,
     /// CPUs to pin the engine's worker threads to (worker i on `cpus[i mod len]`).
     pub cpus: Option<Spanned<Vec<Spanned<i64>>>>,
+    /// `[load.profile]`: a rate that changes over the window (open loop).
+    pub profile: Option<Spanned<ProfileSection>>,
+}
+
+/// `[load.profile]`: `kind = "constant"` (the default: `load.rate`), `"ramp"` (`from`, `to`,
+/// `over`) or `"steps"` (`steps = [{ rate = 100, duration = "10s" }, ...]`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileSection {
+    pub kind: Option<Spanned<String>>,
+    pub from: Option<Spanned<f64>>,
+    pub to: Option<Spanned<f64>>,
+    pub over: Option<Spanned<Dur>>,
+    pub steps: Option<Spanned<Vec<Spanned<StepRaw>>>>,
+}
+
+/// One step of a `steps` profile.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepRaw {
+    pub rate: Spanned<f64>,
+    pub duration: Spanned<Dur>,
+}
+
+/// `[search]`: per cell, the highest constant rate that meets `slo`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchSection {
+    /// The objectives every step must meet, e.g. `["p99<10ms", "errors<0.1%"]`.
+    pub slo: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Lowest and highest rate tried, requests/s.
+    pub min: Option<Spanned<f64>>,
+    pub max: Option<Spanned<f64>>,
+    /// How close the last pass and the first fail must be, e.g. "5%".
+    pub resolution: Option<Spanned<String>>,
+    /// Each step's measured window.
+    pub step: Option<Spanned<Dur>>,
+    /// Each step's warmup (default: load.warmup).
+    pub warmup: Option<Spanned<Dur>>,
+    /// Most steps per cell.
+    pub max_steps: Option<Spanned<i64>>,
 }
 
 /// `[app]`: the built-in app server as the target.

@@ -286,7 +286,7 @@ mod tests {
         s.apply_sets(&["bogus.key=1".into(), "target.headers.\"x-a.b\"=v".into()])
             .unwrap();
         let e = s.parse().unwrap_err().to_string();
-        assert_eq!(e, "--set bogus.key: unknown field `bogus`, expected one of `name`, `description`, `target`, `load`, `app`, `slo`, `mesh`, `matrix`, `checks`, `driver`");
+        assert_eq!(e, "--set bogus.key: unknown field `bogus`, expected one of `name`, `description`, `target`, `load`, `app`, `slo`, `mesh`, `matrix`, `checks`, `driver`, `search`");
         // a quoted part keeps its dot
         let mut s = Source::new("x.toml", text);
         s.apply_sets(&["target.headers.\"x-a.b\"=v".into()])

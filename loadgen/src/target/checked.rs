@@ -23,6 +23,14 @@ impl<T> Checked<T> {
 }
 
 impl<T: CellTarget> CellTarget for Checked<T> {
+    fn begin_step(&mut self, warmup: std::time::Duration) {
+        self.inner.begin_step(warmup);
+    }
+
+    fn step_stats(&mut self, result: &CellResult) -> Option<meshbench_schema::SidecarStats> {
+        self.inner.step_stats(result)
+    }
+
     async fn prepare(&mut self, plan: &Plan, cell: &CellPlan) -> Result<ResolvedTarget, BoxError> {
         let resolved = self.inner.prepare(plan, cell).await?;
         let strict = plan.checks.as_ref().is_some_and(|c| c.strict_mtls);

@@ -31,6 +31,14 @@ impl<'a, T> Driven<'a, T> {
 }
 
 impl<T: CellTarget> CellTarget for Driven<'_, T> {
+    fn begin_step(&mut self, warmup: std::time::Duration) {
+        self.inner.begin_step(warmup);
+    }
+
+    fn step_stats(&mut self, result: &CellResult) -> Option<meshbench_schema::SidecarStats> {
+        self.inner.step_stats(result)
+    }
+
     async fn apply(&mut self, plan: &Plan, cell: &CellPlan) -> Result<(), CellFailed> {
         let mut ev = DriverEvidence::default();
         let r = self.driver.apply(plan, cell, &mut ev).await;

@@ -170,6 +170,7 @@ impl MeshTarget {
             cpus: plan.load.cpus.clone(),
             share: Default::default(),
             start_at: None,
+            profile: None,
         };
         let m = engine::run_cell(target, &load, None, self.stop.clone(), &mut |_| {}).await?;
         let stats = tokio::task::spawn_blocking(move || running.down()).await??;
@@ -251,6 +252,7 @@ fn vcpu_per_1k(cpu: Option<CpuStat>, requests: u64) -> Option<f64> {
 fn aggregate(sidecars: &[SidecarStats], requests: u64) -> SidecarStats {
     let mut cpu: Option<CpuStat> = None;
     let mut per_second: Vec<u64> = Vec::new();
+    let mut cpu_per_second: Vec<u64> = Vec::new();
     for s in sidecars {
         if let Some(c) = s.cpu_stat {
             let a = cpu.get_or_insert_with(CpuStat::default);
@@ -264,6 +266,12 @@ fn aggregate(sidecars: &[SidecarStats], requests: u64) -> SidecarStats {
                 per_second.push(0);
             }
             per_second[i] += v;
+        }
+        for (i, v) in s.cpu_usec_per_second.iter().enumerate() {
+            if cpu_per_second.len() <= i {
+                cpu_per_second.push(0);
+            }
+            cpu_per_second[i] += v;
         }
     }
     let sum = |f: fn(&SidecarStats) -> Option<u64>| -> Option<u64> {
@@ -285,6 +293,7 @@ fn aggregate(sidecars: &[SidecarStats], requests: u64) -> SidecarStats {
         memory_peak_bytes: sum(|s| s.memory_peak_bytes),
         access_log_lines: sum(|s| s.access_log_lines),
         throttled_usec_per_second: per_second,
+        cpu_usec_per_second: cpu_per_second,
     }
 }
 
@@ -340,6 +349,25 @@ impl CellTarget for MeshTarget {
         let resolved = resolve(&running, sc.mode);
         self.running = Some(running);
         Ok(resolved)
+    }
+
+    fn begin_step(&mut self, warmup: Duration) {
+        if let Some(r) = self.running.as_mut() {
+            r.begin_measurement_after(warmup);
+        }
+    }
+
+    fn step_stats(&mut self, result: &CellResult) -> Option<SidecarStats> {
+        let running = self.running.as_ref()?;
+        let subsets = running.weights.len();
+        let mut stats = running.stats();
+        if stats.is_empty() {
+            return None;
+        }
+        for s in &mut stats {
+            s.requests = Some(requests_through(s, result, subsets));
+        }
+        Some(aggregate(&stats, result.requests))
     }
 
     async fn finish(

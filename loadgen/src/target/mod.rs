@@ -42,6 +42,16 @@ pub trait CellTarget {
     /// Bring up what `cell` needs and say where its load goes.
     async fn prepare(&mut self, plan: &Plan, cell: &CellPlan) -> Result<ResolvedTarget, BoxError>;
 
+    /// A capacity search's next step starts: restart the target side's measurement window
+    /// after `warmup` (the embedded mesh: its sidecars' cpu.stat).
+    fn begin_step(&mut self, _warmup: std::time::Duration) {}
+
+    /// A step ended with `result`: the cell's sidecars summed ("all") since
+    /// [`CellTarget::begin_step`]; `None` where the target measures no sidecar.
+    fn step_stats(&mut self, _result: &CellResult) -> Option<meshbench_schema::SidecarStats> {
+        None
+    }
+
     /// Add sidecar stats / checks to the cell's result; tear down per-cell state.
     async fn finish(
         &mut self,

@@ -357,7 +357,8 @@ pub struct RunningMesh {
 struct Sampler {
     stop: mpsc::Sender<()>,
     handle: std::thread::JoinHandle<()>,
-    per_second: Arc<Mutex<Vec<u64>>>,
+    /// Per second: (throttled µs, CPU µs).
+    per_second: Arc<Mutex<Vec<(u64, u64)>>>,
 }
 
 /// The sidecar's counters now, from its cgroup.
@@ -400,9 +401,10 @@ impl SidecarUnit {
                     }
                     let now = reader.cpu_stat().ok();
                     if let (Some(p), Some(n)) = (prev, now) {
-                        ps.lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push(n.throttled_usec.saturating_sub(p.throttled_usec));
+                        ps.lock().unwrap_or_else(|e| e.into_inner()).push((
+                            n.throttled_usec.saturating_sub(p.throttled_usec),
+                            n.usage_usec.saturating_sub(p.usage_usec),
+                        ));
                     }
                     prev = now.or(prev);
                 }
@@ -420,7 +422,7 @@ impl SidecarUnit {
         *self.baseline.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn stop_sampler(&mut self) -> Vec<u64> {
+    fn stop_sampler(&mut self) -> Vec<(u64, u64)> {
         match self.sampler.take() {
             Some(s) => {
                 let _ = s.stop.send(());
@@ -436,7 +438,7 @@ impl SidecarUnit {
         }
     }
 
-    fn per_second(&self) -> Vec<u64> {
+    fn per_second(&self) -> Vec<(u64, u64)> {
         self.sampler
             .as_ref()
             .map(|s| {
@@ -474,7 +476,7 @@ impl SidecarUnit {
 
     fn stats(
         &self,
-        per_second: Vec<u64>,
+        per_second: Vec<(u64, u64)>,
         cpu: Option<CpuStat>,
         memory: Option<u64>,
     ) -> SidecarStats {
@@ -485,7 +487,8 @@ impl SidecarUnit {
             cpu_stat: cpu,
             memory_peak_bytes: memory,
             access_log_lines: self.count_log_lines(),
-            throttled_usec_per_second: per_second,
+            throttled_usec_per_second: per_second.iter().map(|p| p.0).collect(),
+            cpu_usec_per_second: per_second.iter().map(|p| p.1).collect(),
             ..SidecarStats::default()
         }
     }

@@ -116,85 +116,9 @@ fn slo_on_cell(slo: &Slo, cell: &LoadedCell) -> Option<GateResult> {
     {
         return None;
     }
-    let cost = c.mesh_cost.as_ref();
-    let (value, shown) = match slo.metric {
-        SloMetric::Added(p) => match cost.and_then(|m| m.added.as_ref()) {
-            Some(a) => {
-                let v = a.get(p).unwrap_or(f64::NAN);
-                (
-                    Some(v),
-                    format!(
-                        "added {p} {} vs {}",
-                        crate::meshcost::signed_us(v),
-                        a.baseline
-                    ),
-                )
-            }
-            None => (None, String::new()),
-        },
-        SloMetric::VcpuPer1k => match cost.and_then(|m| m.vcpu_per_1k_rps) {
-            Some(v) => (Some(v), format!("{v:.3} vCPU per 1000 req/s")),
-            None => (None, String::new()),
-        },
-        SloMetric::Latency(p) => {
-            if c.latency.corrected.count == 0 {
-                (None, String::new())
-            } else {
-                let v = c.latency.corrected.get(p).unwrap_or(f64::NAN);
-                (Some(v), us(v))
-            }
-        }
-        SloMetric::Errors => {
-            if c.requests == 0 {
-                (None, String::new())
-            } else {
-                let v = c.errors.total() as f64 / c.requests as f64;
-                (
-                    Some(v),
-                    format!(
-                        "{:.3} % ({} of {})",
-                        v * 100.0,
-                        c.errors.total(),
-                        c.requests
-                    ),
-                )
-            }
-        }
-        SloMetric::SendLag => match c.generator.as_ref().and_then(|g| g.send_lag) {
-            Some(l) => (Some(l.p99_us), format!("send lag p99 {}", us(l.p99_us))),
-            None => (None, String::new()),
-        },
-        SloMetric::Rate => (Some(c.achieved_rate), format!("{:.1}/s", c.achieved_rate)),
-    };
-    let (verdict, explanation) = match value {
-        None if matches!(slo.metric, SloMetric::Added(_)) => (
-            Verdict::Failed,
-            format!(
-                "no added latency for this cell ({}), so the SLO cannot be judged",
-                cost.and_then(|m| m.note.clone())
-                    .unwrap_or_else(|| "no baseline cell of the same load".into())
-            ),
-        ),
-        None if slo.metric == SloMetric::VcpuPer1k => (
-            Verdict::Failed,
-            "no sidecar CPU was measured in this cell (no cgroup?), so the SLO cannot be judged".to_string(),
-        ),
-        None if slo.metric == SloMetric::SendLag => (
-            Verdict::Failed,
-            "no send lateness was measured in this cell (closed loop, or nothing sent), so the SLO cannot be judged".to_string(),
-        ),
-        None => (
-            Verdict::Failed,
-            "no completed requests in this cell, so the SLO cannot be met".to_string(),
-        ),
-        Some(v) if slo.op.holds(v, slo.threshold) => (
-            Verdict::Passed,
-            format!("measured {shown}: within `{}`", slo.expr),
-        ),
-        Some(_) => (
-            Verdict::Failed,
-            format!("measured {shown}: violates `{}`", slo.expr),
-        ),
+    let (verdict, explanation) = match slo.judge(c) {
+        Ok(line) => (Verdict::Passed, line),
+        Err(line) => (Verdict::Failed, line),
     };
     Some(GateResult {
         gate: slo.expr.clone(),

@@ -336,6 +336,7 @@ pub fn cell(dir: &Path, index: usize, spec: &CellSpec) -> CellResult {
         }),
         checks,
         interrupted: false,
+        search: None,
     }
 }
 
