@@ -314,6 +314,9 @@ fn distributed(
     if plan.driver.is_some() && count > 1 {
         anyhow::bail!("--worker: the scenario has a [driver], which changes the cluster; run it from one machine");
     }
+    if plan.search.is_some() {
+        anyhow::bail!("--worker/--start-at: the scenario has a [search], whose every step depends on the one before; run it from one machine");
+    }
     if start_at.is_some() && plan.load.duration.is_none() {
         anyhow::bail!(
             "{flag}: the cells need a fixed length to share start times: set load.duration"

@@ -471,6 +471,102 @@ mod tests {
         }
     }
 
+    /// Every ticket's offset from the start, in seconds, for a profile's pace.
+    fn offsets(p: &RateProfile, warmup: Duration, workers: u64) -> (Vec<(u64, f64)>, u64, u64) {
+        let start = Instant::now();
+        let (pace, w) = Pace::profile(p, warmup);
+        let total = w + p.curve().tickets();
+        let mut all = Vec::new();
+        for t in 0..workers {
+            let s = Schedule::paced(start, pace.clone(), t, workers, w, total);
+            for k in 0..s.own_tickets() {
+                let i = s.ticket(k);
+                all.push((i, (s.intended(i) - start).as_secs_f64()));
+            }
+        }
+        all.sort_by_key(|x| x.0);
+        (all, w, total)
+    }
+
+    #[test]
+    fn a_profile_schedules_exactly_its_integral_per_second_with_no_gaps_or_doubles() {
+        use meshbench_schema::profile::RateStep;
+        let step = |rate, d| RateStep {
+            rate,
+            duration_s: d,
+        };
+        let profiles = [
+            RateProfile::Ramp {
+                from: 100.0,
+                to: 300.0,
+                duration_s: 10.0,
+            },
+            RateProfile::Ramp {
+                from: 733.0,
+                to: 41.5,
+                duration_s: 7.0,
+            },
+            RateProfile::Steps {
+                steps: vec![
+                    step(100.0, 2.0),
+                    step(250.0, 1.5),
+                    step(40.0, 2.5),
+                    step(1000.0, 1.0),
+                ],
+            },
+        ];
+        for p in &profiles {
+            for workers in [1u64, 3] {
+                let warmup = Duration::from_millis(500);
+                let (all, w, total) = offsets(p, warmup, workers);
+                // every ticket once, in order of time
+                assert_eq!(
+                    all.iter().map(|x| x.0).collect::<Vec<_>>(),
+                    (0..total).collect::<Vec<_>>()
+                );
+                assert!(
+                    all.windows(2).all(|x| x[0].1 <= x[1].1),
+                    "{p:?}: out of order"
+                );
+                // the warmup at the first rate, ending before the window
+                let r0 = p.first_rate();
+                assert_eq!(w, (0.5 * r0 - 1e-9).ceil() as u64);
+                for &(i, t) in &all[..w as usize] {
+                    assert!((t - i as f64 / r0).abs() < 1e-6 && t < 0.5, "{i} {t}");
+                }
+                // per second of the window: exactly ceil(N(s+1)) - ceil(N(s))
+                let curve = p.curve();
+                let seconds = p.duration_s().ceil() as u64;
+                let mut per = vec![0u64; seconds as usize];
+                for &(_, t) in &all[w as usize..] {
+                    let s = ((t - 0.5) + 1e-9).floor() as usize;
+                    per[s.min(seconds as usize - 1)] += 1;
+                }
+                let want: Vec<u64> = (0..seconds).map(|s| curve.tickets_in_second(s)).collect();
+                assert_eq!(per, want, "{p:?} over {workers} workers");
+                assert_eq!(per.iter().sum::<u64>(), curve.tickets());
+                // no burst at an edge: consecutive gaps never shorter than the higher
+                // rate's interval allows, never longer than the lower's
+                let (lo, hi) = match p {
+                    RateProfile::Ramp { from, to, .. } => (from.min(*to), from.max(*to)),
+                    RateProfile::Steps { steps } => {
+                        steps.iter().fold((f64::MAX, 0.0f64), |a, s| {
+                            (a.0.min(s.rate), a.1.max(s.rate))
+                        })
+                    }
+                };
+                for x in all[w as usize..].windows(2) {
+                    let gap = x[1].1 - x[0].1;
+                    assert!(
+                        gap >= 1.0 / hi - 1e-6 && gap <= 1.0 / lo + 1e-6,
+                        "{p:?}: gap {gap} at {}",
+                        x[0].1
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_split_follows_the_weights_and_every_ticket_goes_to_one_endpoint() {
         let split = Split::new(&[90, 10]).unwrap();

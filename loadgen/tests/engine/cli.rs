@@ -46,6 +46,46 @@ fn bad_scenarios_give_one_line_with_position_and_exit_2() {
             "[target]\nurl = \"https://127.0.0.1:9/\"\n[target.tls]\ncert = \"nope.pem\"\nkey = \"nope.key\"\n[load]\nrate = 10\nduration = \"1s\"\n",
             "missing-cert.toml:4:8: target.tls.cert: cannot read ./nope.pem: No such file or directory",
         ),
+        (
+            "search-without-slo",
+            "[target]\nurl = \"http://127.0.0.1:9/\"\n[search]\nmin = 10\nmax = 100\n",
+            "search-without-slo.toml:3:1: search.slo is required",
+        ),
+        (
+            "search-bounds-reversed",
+            "[target]\nurl = \"http://127.0.0.1:9/\"\n[search]\nslo = [\"p99<10ms\"]\nmin = 500\nmax = 100\n",
+            "search-bounds-reversed.toml:6:7: search.max (100) must be above search.min (500)",
+        ),
+        (
+            "search-with-rate",
+            "[target]\nurl = \"http://127.0.0.1:9/\"\n[load]\nrate = 10\n[search]\nslo = [\"p99<10ms\"]\n",
+            "search-with-rate.toml:4:8: load.rate and [search] are exclusive",
+        ),
+        (
+            "search-added-slo",
+            "[target]\nurl = \"http://127.0.0.1:9/\"\n[search]\nslo = [\"added_p99<1ms\"]\n",
+            "search-added-slo.toml:4:8: search.slo: `added_p99<1ms` cannot be judged on one step",
+        ),
+        (
+            "ramp-zero-duration",
+            "[target]\nurl = \"http://127.0.0.1:9/\"\n[load.profile]\nkind = \"ramp\"\nfrom = 10\nto = 100\nover = \"0s\"\n",
+            "ramp-zero-duration.toml:7:8: load.profile.over must be > 0",
+        ),
+        (
+            "steps-negative-rate",
+            "[target]\nurl = \"http://127.0.0.1:9/\"\n[load.profile]\nkind = \"steps\"\nsteps = [{ rate = 100, duration = \"1s\" }, { rate = -5, duration = \"1s\" }]\n",
+            "steps-negative-rate.toml:5:52: load.profile.steps[1].rate must be > 0",
+        ),
+        (
+            "profile-with-rate",
+            "[target]\nurl = \"http://127.0.0.1:9/\"\n[load]\nrate = 10\n[load.profile]\nkind = \"ramp\"\nfrom = 1\nto = 2\nover = \"2s\"\n",
+            "profile-with-rate.toml:4:8: load.rate and load.profile are exclusive",
+        ),
+        (
+            "profile-unknown-kind",
+            "[target]\nurl = \"http://127.0.0.1:9/\"\n[load.profile]\nkind = \"sine\"\n",
+            "profile-unknown-kind.toml:4:8: load.profile.kind `sine`: expected",
+        ),
     ];
     for (name, text, want) in cases {
         let file = format!("{name}.toml");

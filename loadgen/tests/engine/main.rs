@@ -13,9 +13,12 @@
 //!   run directories, a killed run, values that validate but cannot run, FIFOs, memory
 //! - `precision` send lateness recorded and reported; a late cell fails `max_send_lag`;
 //!   spin / hybrid / sleep run the same schedule into the same results
+//! - `capacity`  rate profiles (per-second rates, coordinated omission on a ramp) and the
+//!   capacity search against an app of known capacity
 //! - `cli`       bad scenarios (one line, file:line:col, exit 2), validate, --set, --json,
 //!   SIGINT (interrupted run.json, exit 130), `serve` contract
 
+mod capacity;
 mod cli;
 mod faults;
 mod hardening;
