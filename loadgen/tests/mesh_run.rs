@@ -11,6 +11,7 @@
 //! - a real mesh (`target.url` + `[checks]`) gets the same checks.
 //!
 //! Parts that need writable cgroups are skipped with the reason printed where they are not.
+use meshbench_schema::search::SearchOutcome;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -213,12 +214,79 @@ fn tight_cpu_limit_throttles_and_raises_corrected_p99() {
             .any(|&t| t > 0),
         "1 Hz samples show the throttling"
     );
+    // and the CPU of each second, which adds up to the window's (up to its last second)
+    let per: u64 = tight
+        .sidecar
+        .as_ref()
+        .unwrap()
+        .cpu_usec_per_second
+        .iter()
+        .sum();
+    assert!(
+        per > 0 && per <= ts.usage_usec + 20_000,
+        "per-second CPU {per} µs vs {} µs in the window",
+        ts.usage_usec
+    );
     assert!(
         tight.latency.corrected.p99_us > free.latency.corrected.p99_us,
         "tight {} us vs unlimited {} us",
         tight.latency.corrected.p99_us,
         free.latency.corrected.p99_us
     );
+    assert_nothing_left(&marker, &out, pid);
+}
+
+/// A capacity search per cell: the sidecar under 500m carries more than under 100m (an
+/// ordering: the figures themselves depend on the machine), every step carries the
+/// sidecar's CPU and throttling, and the capacity its vCPU per 1000 req/s.
+#[test]
+fn a_sidecar_under_500m_carries_more_than_under_100m() {
+    if !cgroups_writable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("x-capacity-{}", std::process::id());
+    let sc = scenario(
+        dir.path(),
+        &marker,
+        "sidecar_cpu = [\"100m\", \"500m\"]\naccess_log = [\"off\"]",
+        "connections = 16\n[search]\nslo = [\"p99<20ms\", \"errors<0.1%\"]\nmin = 100\nmax = 50000\nresolution = \"25%\"\nstep = \"1s\"\nwarmup = \"300ms\"\nmax_steps = 20",
+    );
+    let out = dir.path().join("run");
+    let mut child = bin()
+        .args(["run", sc.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let status = wait(&mut child, Duration::from_secs(240));
+    assert!(status.code().is_some(), "{status}");
+    let run = meshbench_schema::read_run(&out).unwrap();
+    assert_eq!(run.cells.len(), 2);
+    let cap = |i: usize| {
+        let s = run.cells[i].search.as_ref().expect("a search per cell");
+        for st in &s.steps {
+            assert!(
+                st.sidecar_cores.is_some() && st.throttled_share.is_some(),
+                "{st:?}"
+            );
+        }
+        (s.capacity_rps.unwrap_or(0.0), s.outcome, s.vcpu_per_1k_rps)
+    };
+    let (low, high) = (cap(0), cap(1));
+    eprintln!("capacity at 100m: {low:?}, at 500m: {high:?}");
+    assert!(high.0 > low.0, "100m {low:?} vs 500m {high:?}");
+    assert!(low.0 > 0.0, "{low:?}");
+    for (c, outcome, vcpu) in [low, high] {
+        // a confirmed capacity has its sidecar's cost; an unconfirmed one (the step budget
+        // ran out on a noisy machine) has none
+        assert_eq!(
+            vcpu.is_some_and(|v| v > 0.0),
+            matches!(outcome, SearchOutcome::Converged | SearchOutcome::AtMax),
+            "{c} {outcome:?} {vcpu:?}"
+        );
+    }
     assert_nothing_left(&marker, &out, pid);
 }
 

@@ -84,7 +84,10 @@ async fn coordinated_omission_correction_holds_on_a_ramp() {
     // the uncorrected view hides it: only the requests in flight at each stall (at most
     // one per connection, ~5 % of them) see it
     let (u90, p90) = (c.latency.uncorrected.p90_us, c.latency.corrected.p90_us);
-    assert!(u90 < 20_000.0 && p90 > 50_000.0, "p90 uncorrected {u90} µs, corrected {p90} µs");
+    assert!(
+        u90 < 20_000.0 && p90 > 50_000.0,
+        "p90 uncorrected {u90} µs, corrected {p90} µs"
+    );
 }
 
 /// Steps 200 -> 600 -> 100 req/s: each second of the interval log carries its step's
