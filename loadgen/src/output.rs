@@ -28,8 +28,16 @@ impl Live {
 
     pub fn event(&mut self, e: Event<'_>) {
         if let (Event::SearchStep { cell, step }, true) = (&e, self.lines) {
+            let sidecar = match (step.sidecar_cores, step.throttled_share) {
+                (Some(c), Some(t)) => format!(
+                    ", sidecar {:.0}m throttled in {:.0} % of periods",
+                    c * 1000.0,
+                    t * 100.0
+                ),
+                _ => String::new(),
+            };
             let line = format!(
-                "{} search step {} ({}): {:.0} req/s offered, {:.0} achieved, p99 {}, {} errors: {}",
+                "{} search step {} ({}): {:.0} req/s offered, {:.0} achieved, p99 {}, {} errors{sidecar}: {}",
                 cell.id,
                 step.index,
                 step.phase.as_str(),

@@ -93,7 +93,14 @@ pub(super) fn load(
         Some(p) => super::profile::profile(src, p)?,
         None => None,
     };
-    if let (Some(p), Some(_)) = (&l.profile, &profile) {
+    if let (Some(p), Some(prof)) = (&l.profile, &profile) {
+        let n = prof.curve().tickets();
+        if n > MAX_REQUESTS as u64 {
+            return Err(src.error_at(
+                p.span(),
+                format!("load.profile schedules {n} requests; at most {MAX_REQUESTS} per cell"),
+            ));
+        }
         let clash = [
             (
                 "load.rate",

@@ -449,3 +449,36 @@ fn bad_driver_entries_are_placed_and_nothing_runs() {
         "{err}"
     );
 }
+
+#[test]
+fn a_profile_sets_the_rate_and_window_and_a_search_its_bounds() {
+    let p = plan("[target]\nurl = \"http://x/\"\n[load]\nwarmup = \"1s\"\n[load.profile]\nkind = \"ramp\"\nfrom = 100\nto = 300\nover = \"10s\"\n").unwrap();
+    // the mean of the ramp, its length; every cell carries the profile into run.json
+    assert_eq!(p.load.rate, Some(200.0));
+    assert_eq!(p.load.duration.map(|d| d.0), Some(Duration::from_secs(10)));
+    let s = p.cells[0].settings();
+    assert!(
+        matches!(s.profile, Some(meshbench_schema::profile::RateProfile::Ramp { from, to, duration_s }) if (from, to, duration_s) == (100.0, 300.0, 10.0))
+    );
+    // "constant" is load.rate
+    let p = plan("[target]\nurl = \"http://x/\"\n[load]\nrate = 5\nduration = \"1s\"\n[load.profile]\nkind = \"constant\"\n").unwrap();
+    assert!(p.load.profile.is_none() && p.load.rate == Some(5.0));
+    let p = plan("[target]\nurl = \"http://x/\"\n[search]\nslo = [\"p99<10ms\"]\nmin = 200\nmax = 800\nresolution = \"2.5%\"\n").unwrap();
+    let s = p.search.as_ref().unwrap();
+    assert_eq!((s.min, s.max, s.resolution), (200.0, 800.0, 0.025));
+    assert_eq!(s.step.0, profile::DEFAULT_SEARCH_STEP);
+    assert_eq!(p.load.rate, Some(200.0));
+    for (text, want) in [
+        ("[search]\nslo = [\"p99<10ms\"]\nresolution = \"5\"\n", "s.toml:5:14: search.resolution `5`: give a percentage"),
+        ("[search]\nslo = [\"p99<10ms\"]\n[matrix]\nrate = [1, 2]\n", "s.toml:6:8: matrix.rate and [search] are exclusive"),
+        ("[search]\nslo = [\"p99<10ms\"]\nstep = \"100ms\"\n", "s.toml:5:8: search.step must be at least 1s"),
+        ("[load.profile]\nkind = \"ramp\"\nfrom = 1\nto = 2\n", "s.toml:3:1: load.profile.over is required for a ramp"),
+        ("[load.profile]\nkind = \"steps\"\nfrom = 1\nsteps = []\n", "s.toml:5:8: load.profile.from does not apply to kind = \"steps\""),
+        ("[load.profile]\nkind = \"steps\"\nsteps = []\n", "s.toml:5:9: load.profile.steps must list 1 to 1000 steps"),
+        ("[load]\nmode = \"closed\"\nconnections = 1\n[load.profile]\nkind = \"ramp\"\nfrom = 1\nto = 2\nover = \"2s\"\n", "s.toml:6:1: load.profile applies to open loop only"),
+        ("[load.profile]\nkind = \"ramp\"\nfrom = 1e7\nto = 1e7\nover = \"7d\"\n", "s.toml:3:1: load.profile schedules"),
+    ] {
+        let e = plan(&format!("[target]\nurl = \"http://x/\"\n{text}")).unwrap_err();
+        assert!(e.starts_with(want), "{text}:\n got  {e}\n want {want}");
+    }
+}
