@@ -43,8 +43,9 @@ pub enum Command {
         /// (added to the SLOs declared in the scenario).
         #[arg(long = "slo", value_name = "EXPR")]
         slos: Vec<String>,
-        /// Allowed regression against the baseline, e.g. 'p99=+10%'
-        /// (default p99=+10% when --baseline is given).
+        /// Allowed regression against the baseline, e.g. 'p99=+10%', or 'capacity=10%'
+        /// (an allowed drop of a [search]'s capacity; only when given). Default p99=+10%
+        /// when --baseline is given without any.
         #[arg(long = "max-regression", value_name = "EXPR")]
         max_regressions: Vec<String>,
         /// Significance level of the noise test.
@@ -84,6 +85,9 @@ pub fn run(cli: Cli) -> Result<u8, ReportError> {
             let out = crate::render(&run_dir)?;
             for n in &out.not_drawn {
                 eprintln!("note: {n}");
+            }
+            for line in &out.capacity {
+                println!("capacity: {line}");
             }
             println!("{}", out.report_html.display());
             println!("{}", out.summary_md.display());

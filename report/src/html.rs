@@ -123,6 +123,48 @@ fn driver_evidence(s: &mut String, c: &CellResult) {
     }
 }
 
+/// A searched cell: what it found, and every step with its verdict.
+fn search_steps(s: &mut String, c: &CellResult) {
+    let Some(search) = &c.search else { return };
+    if let Some(line) = crate::capacity::sentence(c) {
+        let _ = writeln!(
+            s,
+            "<p class=\"search\">Capacity search ({}, outcome {}): {}</p>",
+            esc(&search.slo.join(", ")),
+            search.outcome.as_str(),
+            esc(&line)
+        );
+    }
+    s.push_str("<table class=\"steps\"><tr><th>step</th><th>phase</th><th>offered</th><th>achieved</th><th>p50</th><th>p99</th><th>errors</th><th>sidecar cores</th><th>throttled</th><th>vCPU per 1000 req/s</th><th>verdict</th></tr>\n");
+    for st in &search.steps {
+        let opt =
+            |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map(f).unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            s,
+            "<tr><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+            st.index + 1,
+            st.phase.as_str(),
+            rate(st.rate),
+            rate(st.achieved_rate),
+            us(st.latency.p50_us),
+            us(st.latency.p99_us),
+            st.errors,
+            opt(st.sidecar_cores, &|v| format!("{v:.2}")),
+            opt(st.throttled_share, &|v| format!("{:.1} %", v * 100.0)),
+            opt(st.vcpu_per_1k_rps, &|v| format!("{v:.3}")),
+            if st.passed {
+                "<span class=\"passed\">passed</span>".to_string()
+            } else {
+                format!(
+                    "<span class=\"failed\">failed</span> {}",
+                    esc(&st.reasons.join("; "))
+                )
+            }
+        );
+    }
+    s.push_str("</table>\n");
+}
+
 fn cell_section(s: &mut String, c: &CellResult, charts: &[&RenderedChart]) {
     let st = &c.settings;
     let _ = writeln!(
@@ -200,6 +242,14 @@ fn cell_section(s: &mut String, c: &CellResult, charts: &[&RenderedChart]) {
         s.push_str("</table>\n");
     }
     driver_evidence(s, c);
+    if let Some(p) = &st.profile {
+        let _ = writeln!(
+            s,
+            "<p>Load profile: {} (the target rate above is its mean).</p>",
+            esc(&p.label())
+        );
+    }
+    search_steps(s, c);
     if let Some(sc) = &c.sidecar {
         let mut parts = Vec::new();
         if let Some(cs) = &sc.cpu_stat {
@@ -292,6 +342,14 @@ pub fn report_html(run: &LoadedRun, rendered: &Rendered) -> String {
             "<span class=\"failed\">a check FAILED</span>"
         }
     );
+    let capacity = crate::capacity::sentences(r);
+    if !capacity.is_empty() {
+        s.push_str("<h2>Capacity</h2>\n<ul id=\"capacity\">\n");
+        for line in &capacity {
+            let _ = writeln!(s, "<li>{}</li>", esc(line));
+        }
+        s.push_str("</ul>\n");
+    }
     let sentences = crate::meshcost::sentences(r);
     if !sentences.is_empty() {
         s.push_str("<h2>What the mesh costs</h2>\n<ul id=\"mesh-cost\">\n");
@@ -301,9 +359,11 @@ pub fn report_html(run: &LoadedRun, rendered: &Rendered) -> String {
         s.push_str("</ul>\n");
     }
     let modes = crate::meshcost::has_modes(r);
+    let searches = crate::capacity::has_searches(r);
     let _ = writeln!(
         s,
-        "<h2>Summary</h2>\n<table><tr><th>cell</th><th>requests</th><th>achieved</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th>{}<th>send lag p99</th><th>errors</th><th>checks</th></tr>",
+        "<h2>Summary</h2>\n<table><tr><th>cell</th><th>requests</th><th>achieved</th>{}<th>p50</th><th>p90</th><th>p99</th><th>p99.9</th>{}<th>send lag p99</th><th>errors</th><th>checks</th></tr>",
+        if searches { "<th>capacity</th>" } else { "" },
         if modes { "<th>added p99</th>" } else { "" }
     );
     for c in &r.cells {
@@ -312,7 +372,7 @@ pub fn report_html(run: &LoadedRun, rendered: &Rendered) -> String {
                 s,
                 "<tr><td>{}</td><td colspan=\"{}\" class=\"failed\">not measured: {}</td><td>{}</td></tr>",
                 esc(&c.id),
-                8 + usize::from(modes),
+                8 + usize::from(modes) + usize::from(searches),
                 esc(&meshbench_schema::text::one_line(why)),
                 esc(&checks_brief(&c.checks))
             );
@@ -327,9 +387,17 @@ pub fn report_html(run: &LoadedRun, rendered: &Rendered) -> String {
         } else {
             String::new()
         };
+        let cap = if searches {
+            format!(
+                "<td class=\"num\">{}</td>",
+                esc(&crate::capacity::capacity_brief(c))
+            )
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             s,
-            "<tr><td><a href=\"#cell-{}\">{}</a></td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>{added}<td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+            "<tr><td><a href=\"#cell-{}\">{}</a></td><td class=\"num\">{}</td><td class=\"num\">{}</td>{cap}<td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>{added}<td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
             esc(&crate::format::slug(&c.id)),
             esc(&c.id),
             c.requests,

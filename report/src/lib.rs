@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod canary;
+pub mod capacity;
 pub mod cli;
 pub mod compare;
 pub mod error;
@@ -45,6 +46,8 @@ pub struct RenderOutput {
     pub plots: Vec<PathBuf>,
     /// Charts that were not drawn, with the reason (also shown in the report).
     pub not_drawn: Vec<String>,
+    /// One sentence per capacity search (also in the report and summary.md).
+    pub capacity: Vec<String>,
 }
 
 /// Render the report of the run in `run_dir`: `report.html`, `summary.md` and
@@ -71,5 +74,6 @@ pub fn render(run_dir: &Path) -> Result<RenderOutput, ReportError> {
             .flat_map(|c| [c.svg_path.clone(), c.png_path.clone()])
             .collect(),
         not_drawn: rendered.not_drawn.clone(),
+        capacity: capacity::sentences(&run.run),
     })
 }

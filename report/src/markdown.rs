@@ -247,7 +247,16 @@ pub fn summary_md(run: &LoadedRun, rendered: &Rendered) -> String {
         s,
         "Latency is corrected (from the intended send time, no coordinated omission).\n"
     );
+    let capacity = crate::capacity::sentences(r);
+    if !capacity.is_empty() {
+        let _ = writeln!(s, "## Capacity\n");
+        for line in &capacity {
+            let _ = writeln!(s, "- {}", md(line));
+        }
+        s.push('\n');
+    }
     let modes = crate::meshcost::has_modes(r);
+    let searches = crate::capacity::has_searches(r);
     let sentences = crate::meshcost::sentences(r);
     if !sentences.is_empty() {
         let _ = writeln!(s, "## What the mesh costs\n");
@@ -258,21 +267,24 @@ pub fn summary_md(run: &LoadedRun, rendered: &Rendered) -> String {
     }
     let _ = writeln!(
         s,
-        "| cell | requests | rate (achieved / target) | p50 | p90 | p99 | p99.9 |{} send lag p99 | errors | checks |",
+        "| cell | requests | rate (achieved / target) |{} p50 | p90 | p99 | p99.9 |{} send lag p99 | errors | checks |",
+        if searches { " capacity |" } else { "" },
         if modes { " added p99 |" } else { "" }
     );
     let _ = writeln!(
         s,
-        "|---|---:|---:|---:|---:|---:|---:|{}---:|---|---|",
+        "|---|---:|---:|{}---:|---:|---:|---:|{}---:|---|---|",
+        if searches { "---:|" } else { "" },
         if modes { "---:|" } else { "" }
     );
     for c in &r.cells {
         if let Some(why) = &c.failed {
             let _ = writeln!(
                 s,
-                "| `{}` (not measured) | - | - / {} | - | - | - | - |{} - | not measured: {} | {} |",
+                "| `{}` (not measured) | - | - / {} |{} - | - | - | - |{} - | not measured: {} | {} |",
                 md(&c.id),
                 c.settings.rate.map(rate).unwrap_or_else(|| "closed loop".into()),
+                if searches { " - |" } else { "" },
                 if modes { " - |" } else { "" },
                 md(&meshbench_schema::text::one_line(why)),
                 md(&checks_brief(&c.checks)),
@@ -285,9 +297,14 @@ pub fn summary_md(run: &LoadedRun, rendered: &Rendered) -> String {
         } else {
             String::new()
         };
+        let cap = if searches {
+            format!(" {} |", md(&crate::capacity::capacity_brief(c)))
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             s,
-            "| `{}`{} | {} | {} / {} | {} | {} | {} | {} |{added} {} | {} | {} |",
+            "| `{}`{} | {} | {} / {} |{cap} {} | {} | {} | {} |{added} {} | {} | {} |",
             md(&c.id),
             if c.interrupted { " (interrupted)" } else { "" },
             c.requests,

@@ -8,6 +8,8 @@
 //! - bad_input: missing / truncated / corrupt run.json and .hlog, unknown schema version,
 //!   bad expressions -> one line, exit 2, no half-written report
 //! - gate:      SLOs, noise-aware regression verdicts, exit codes, JUnit
+//! - capacity:  capacity searches, rate profiles and sweeps: their charts, sentences,
+//!   capacity column, `--slo capacity>N` and `--max-regression capacity=N%`
 //! - compare:   per-cell changes, unmatched cells
 //! - merge:     merged logs equal the histogram of the combined samples
 //! - fleet:     probe reports side by side, chart, exit code
@@ -17,6 +19,8 @@ mod common;
 mod bad_input;
 #[path = "cli/browser.rs"]
 mod browser;
+#[path = "cli/capacity.rs"]
+mod capacity;
 #[path = "cli/compare.rs"]
 mod compare;
 #[path = "cli/fleet.rs"]

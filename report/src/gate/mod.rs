@@ -9,11 +9,19 @@
 //! the current run against the baseline's. A metric is `Regressed` only when the change
 //! exceeds the allowed regression AND the difference is significant; `Improved` when it is
 //! significantly better by more than the same margin; otherwise `NonSignificant`.
+//!
+//! Capacity (`--max-regression capacity=10%`, opt-in): the capacity each run's search
+//! found for the cell. A search's own noise is its bracket, so a drop is `Regressed` only
+//! when it exceeds the allowed share AND the current search failed at a rate the
+//! baseline's held (its first failing rate at or below the baseline's capacity); a
+//! smaller gap is within the searches' resolution (`NonSignificant`). `Improved` is the
+//! mirror image: a rise beyond the share, with the baseline failing at or below the
+//! current capacity.
 
 mod expr;
 mod markdown;
 
-pub use expr::{parse_max_regression, parse_slo, MaxRegression};
+pub use expr::{parse_max_regression, parse_slo, MaxRegression, CAPACITY};
 pub use markdown::markdown;
 use meshbench_schema::quantile_of;
 pub use meshbench_schema::slo::{Op, Slo, SloMetric};
@@ -209,6 +217,148 @@ pub fn regression_on_cell(
     result
 }
 
+/// A search's capacity for the gate: (value req/s, how it is said, its first failing
+/// rate), or why there is none. Below the lower bound nothing held: 0, failing at the
+/// lower bound.
+fn capacity_of(
+    s: &meshbench_schema::search::SearchResult,
+) -> Result<(f64, String, Option<f64>), String> {
+    use meshbench_schema::search::SearchOutcome;
+    let mut said = s.capacity_text();
+    if s.outcome == SearchOutcome::MaxSteps {
+        said.push_str(", unconfirmed: max-steps");
+    }
+    match (s.outcome, s.capacity_rps) {
+        (SearchOutcome::Interrupted, _) => {
+            Err("its search was interrupted before it found a capacity".into())
+        }
+        (SearchOutcome::BelowMin, _) | (_, None) => {
+            Ok((0.0, said, s.first_fail_rps.or(Some(s.min_rps))))
+        }
+        (_, Some(v)) => Ok((v, said, s.first_fail_rps)),
+    }
+}
+
+/// Judge a capacity regression gate (`capacity=10%`) on a matched pair of cells.
+pub fn capacity_regression_on_cell(
+    gate: &MaxRegression,
+    base: &LoadedCell,
+    cur: &LoadedCell,
+) -> GateResult {
+    let mut result = GateResult {
+        gate: gate.expr.clone(),
+        cell: cur.result.id.clone(),
+        verdict: Verdict::NonSignificant,
+        explanation: String::new(),
+        change: None,
+        p_value: None,
+    };
+    let (bs, cs) = (base.result.search.as_ref(), cur.result.search.as_ref());
+    let (b, c) = match (bs, cs) {
+        (None, None) => {
+            result.verdict = Verdict::NoBaseline;
+            result.explanation =
+                "neither run has a capacity search ([search]) for this cell: no capacity to compare"
+                    .into();
+            return result;
+        }
+        (None, Some(_)) => {
+            result.verdict = Verdict::NoBaseline;
+            result.explanation =
+                "the baseline's cell ran no capacity search ([search]): nothing to compare".into();
+            return result;
+        }
+        (Some(_), None) => {
+            result.verdict = Verdict::Failed;
+            result.explanation = "the baseline's cell has a capacity but this cell ran no capacity search ([search]), so a regression cannot be ruled out".into();
+            return result;
+        }
+        (Some(b), Some(c)) => (b, c),
+    };
+    let (bv, bsaid, bfail) = match capacity_of(b) {
+        Ok(v) => v,
+        Err(why) => {
+            result.verdict = Verdict::NoBaseline;
+            result.explanation = format!("the baseline's cell has no capacity: {why}");
+            return result;
+        }
+    };
+    let (cv, csaid, cfail) = match capacity_of(c) {
+        Ok(v) => v,
+        Err(why) => {
+            result.verdict = Verdict::Failed;
+            result.explanation =
+                format!("this cell has no capacity to compare: {why} (baseline {bsaid})");
+            return result;
+        }
+    };
+    let ch = ratio(bv, cv);
+    result.change = ch.is_finite().then_some(ch);
+    let figures = format!(
+        "capacity {bsaid} → {csaid} ({}), allowed drop {:.1} %",
+        change(ch),
+        gate.max * 100.0
+    );
+    let r = |v: f64| format!("{v:.0} req/s");
+    let dropped = cv < bv * (1.0 - gate.max);
+    let rose = cv > bv * (1.0 + gate.max);
+    let (verdict, why) = if dropped {
+        match cfail {
+            Some(f) if f <= bv => (
+                Verdict::Regressed,
+                format!(
+                    "the current search failed at {}, a rate the baseline held ({}): a drop beyond the allowed share and beyond the searches' resolution",
+                    r(f),
+                    r(bv)
+                ),
+            ),
+            Some(f) => (
+                Verdict::NonSignificant,
+                format!(
+                    "a drop beyond the allowed share, but within the searches' resolution: the current search first failed at {}, above the baseline's capacity {}",
+                    r(f),
+                    r(bv)
+                ),
+            ),
+            None => (
+                Verdict::NonSignificant,
+                "a drop beyond the allowed share, but within the searches' resolution: the current search failed at no rate (its upper bound held)".into(),
+            ),
+        }
+    } else if rose {
+        match bfail {
+            Some(f) if f <= cv => (
+                Verdict::Improved,
+                format!(
+                    "the baseline's search failed at {}, a rate the current run held ({}): a rise beyond the margin and beyond the searches' resolution",
+                    r(f),
+                    r(cv)
+                ),
+            ),
+            Some(f) => (
+                Verdict::NonSignificant,
+                format!(
+                    "a rise beyond the margin, but within the searches' resolution: the baseline's search first failed at {}, above the current capacity {}",
+                    r(f),
+                    r(cv)
+                ),
+            ),
+            None => (
+                Verdict::NonSignificant,
+                "a rise beyond the margin, but within the searches' resolution: the baseline's search failed at no rate (its upper bound held)".into(),
+            ),
+        }
+    } else {
+        (
+            Verdict::NonSignificant,
+            "within the allowed drop".to_string(),
+        )
+    };
+    result.verdict = verdict;
+    result.explanation = format!("{figures}; {why}");
+    result
+}
+
 /// Evaluate every gate on every cell of `current`.
 pub fn evaluate(
     current: &LoadedRun,
@@ -270,7 +420,11 @@ pub fn evaluate(
             match base.cell(&cell.result.id) {
                 Some(b) => {
                     for g in &opts.regressions {
-                        out.push(regression_on_cell(g, b, cell, opts.alpha));
+                        out.push(if g.is_capacity() {
+                            capacity_regression_on_cell(g, b, cell)
+                        } else {
+                            regression_on_cell(g, b, cell, opts.alpha)
+                        });
                     }
                 }
                 None => out.push(GateResult {

@@ -59,13 +59,13 @@ pub struct MatrixChart {
     pub baseline_p99: Option<f64>,
 }
 
-fn is_baseline(c: &CellResult) -> bool {
+pub(crate) fn is_baseline(c: &CellResult) -> bool {
     c.settings.mesh_mode.as_deref() == Some("baseline")
 }
 
 /// The category of a cell's CPU setting: as written (so a relative limit like "0.8x",
 /// resolved per cell, is one category).
-fn category(c: &CellResult) -> String {
+pub(crate) fn category(c: &CellResult) -> String {
     cpu_label(
         c.settings.sidecar_cpu_millis,
         c.settings.sidecar_cpu.as_deref(),
@@ -73,12 +73,43 @@ fn category(c: &CellResult) -> String {
 }
 
 /// A line's name: the mesh mode (when the run has modes) and the access-log mode.
-fn line_name(c: &CellResult) -> String {
+pub(crate) fn line_name(c: &CellResult) -> String {
     let log = format!("log={}", c.settings.access_log.as_deref().unwrap_or("n/a"));
     match c.settings.mesh_mode.as_deref() {
         Some(m) => format!("{m} {log}"),
         None => log,
     }
+}
+
+/// The CPU categories of `cells` in axis order: (label, mean millicores of its cells, or
+/// None for "no limit"), ascending, "no limit" last.
+pub(crate) fn cpu_categories(cells: &[&CellResult]) -> Vec<(String, Option<f64>)> {
+    // categories with the mean millicores of their cells, "no limit" last
+    let mut cats: Vec<(String, Option<f64>, usize)> = Vec::new();
+    for c in cells {
+        let label = category(c);
+        let m = c.settings.sidecar_cpu_millis.map(|m| m as f64);
+        match cats.iter_mut().find(|(l, _, _)| *l == label) {
+            Some((_, sum, n)) => {
+                if let (Some(s), Some(m)) = (sum.as_mut(), m) {
+                    *s += m;
+                }
+                *n += 1;
+            }
+            None => cats.push((label, m, 1)),
+        }
+    }
+    let mut cpu: Vec<(String, Option<f64>)> = cats
+        .into_iter()
+        .map(|(l, s, n)| (l, s.map(|s| s / n as f64)))
+        .collect();
+    cpu.sort_by(|a, b| match (a.1, b.1) {
+        (None, None) => a.0.cmp(&b.0),
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (Some(x), Some(y)) => x.total_cmp(&y),
+    });
+    cpu
 }
 
 impl MatrixChart {
@@ -95,31 +126,7 @@ impl MatrixChart {
             .iter()
             .filter(|c| c.measured() && !is_baseline(c))
             .collect();
-        // categories with the mean millicores of their cells, "no limit" last
-        let mut cats: Vec<(String, Option<f64>, usize)> = Vec::new();
-        for c in &cells {
-            let label = category(c);
-            let m = c.settings.sidecar_cpu_millis.map(|m| m as f64);
-            match cats.iter_mut().find(|(l, _, _)| *l == label) {
-                Some((_, sum, n)) => {
-                    if let (Some(s), Some(m)) = (sum.as_mut(), m) {
-                        *s += m;
-                    }
-                    *n += 1;
-                }
-                None => cats.push((label, m, 1)),
-            }
-        }
-        let mut cpu: Vec<(String, Option<f64>)> = cats
-            .into_iter()
-            .map(|(l, s, n)| (l, s.map(|s| s / n as f64)))
-            .collect();
-        cpu.sort_by(|a, b| match (a.1, b.1) {
-            (None, None) => a.0.cmp(&b.0),
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (Some(x), Some(y)) => x.total_cmp(&y),
-        });
+        let cpu = cpu_categories(&cells);
         if cpu.len() < 2 {
             let only = cpu
                 .first()

@@ -4,12 +4,16 @@
 //! Text is laid out with DejaVu Sans (embedded, registered once with plotters' ab_glyph
 //! backend); SVG files name the family with a generic fallback and embed nothing.
 
+pub mod capacity;
 pub mod errors;
 pub mod fleet;
 pub mod lag;
 pub mod matrix;
 pub mod percentile;
+pub mod profile;
+pub mod search;
 pub mod split;
+pub mod sweep;
 pub mod timeline;
 
 use std::path::{Path, PathBuf};
@@ -150,6 +154,10 @@ pub enum AnyChart {
     Percentile(percentile::PercentileChart),
     PercentileOverlay(percentile::PercentileOverlay),
     Matrix(matrix::MatrixChart),
+    Capacity(capacity::CapacityChart),
+    SearchSteps(search::SearchStepsChart),
+    Profile(profile::ProfileChart),
+    Sweep(sweep::SweepChart),
     Timeline(timeline::TimelineChart),
     Lag(lag::LagChart),
     Split(split::SplitChart),
@@ -163,6 +171,10 @@ macro_rules! each {
             AnyChart::Percentile($c) => $e,
             AnyChart::PercentileOverlay($c) => $e,
             AnyChart::Matrix($c) => $e,
+            AnyChart::Capacity($c) => $e,
+            AnyChart::SearchSteps($c) => $e,
+            AnyChart::Profile($c) => $e,
+            AnyChart::Sweep($c) => $e,
             AnyChart::Timeline($c) => $e,
             AnyChart::Lag($c) => $e,
             AnyChart::Split($c) => $e,
@@ -228,8 +240,12 @@ pub fn build_charts(run: &LoadedRun) -> ChartSet {
         charts: Vec::new(),
         not_drawn: Vec::new(),
     };
-    // The headline: what the mesh adds, when the run has mesh modes; then the absolute
-    // latency beside it.
+    // The headline: the capacity each search found, when the run searched; what the mesh
+    // adds, when the run has mesh modes; then the absolute latency beside them.
+    if let Some(c) = capacity::CapacityChart::from_run(run) {
+        set.not_drawn.extend(c.left_out.iter().cloned());
+        set.charts.push((Placement::Run, AnyChart::Capacity(c)));
+    }
     let has_modes = run.run.cells.iter().any(|c| c.settings.mesh_mode.is_some());
     for measure in [matrix::Measure::Added, matrix::Measure::Absolute] {
         if measure == matrix::Measure::Added && !has_modes {
@@ -241,6 +257,21 @@ pub fn build_charts(run: &LoadedRun) -> ChartSet {
                 set.charts.push((Placement::Run, AnyChart::Matrix(c)));
             }
             Err(why) => set.not_drawn.push(why),
+        }
+    }
+    // Istio-harness sweeps: cells at constant rates that differ in connections or rate
+    for dim in sweep::dimensions(run) {
+        let mut measures = vec![sweep::SweepMeasure::Latency];
+        if dim == sweep::Dimension::Rate {
+            measures.push(sweep::SweepMeasure::SidecarCpu);
+        }
+        for m in measures {
+            if let Some(c) = sweep::SweepChart::from_run(run, dim, m) {
+                if m == sweep::SweepMeasure::Latency {
+                    set.not_drawn.extend(c.left_out.iter().cloned());
+                }
+                set.charts.push((Placement::Run, AnyChart::Sweep(c)));
+            }
         }
     }
     if let Some(c) = percentile::PercentileOverlay::from_cells(&run.cells) {
@@ -267,6 +298,17 @@ pub fn build_charts(run: &LoadedRun) -> ChartSet {
         match timeline::TimelineChart::from_cell(i, cell) {
             Ok(c) => set.charts.push((place.clone(), AnyChart::Timeline(c))),
             Err(why) => set.not_drawn.push(why),
+        }
+        if let Some(c) = search::SearchStepsChart::from_cell(i, cell) {
+            set.charts.push((place.clone(), AnyChart::SearchSteps(c)));
+        }
+        match profile::ProfileChart::latency(i, cell) {
+            Ok(Some(c)) => set.charts.push((place.clone(), AnyChart::Profile(c))),
+            Ok(None) => {}
+            Err(why) => set.not_drawn.push(why),
+        }
+        if let Some(c) = profile::ProfileChart::sidecar(i, cell) {
+            set.charts.push((place.clone(), AnyChart::Profile(c)));
         }
         if let Some(c) = lag::LagChart::from_cell(i, cell) {
             set.charts.push((place.clone(), AnyChart::Lag(c)));

@@ -37,6 +37,17 @@ pub struct CellSpec {
     pub jitter: f64,
     /// Median send lateness of the generator, µs (0: closed loop, no send_lag tag).
     pub lag_us: f64,
+    pub connections: u32,
+    /// The embedded mesh's mode ("baseline", "server", "both"), when set.
+    pub mesh_mode: Option<String>,
+    /// A capacity search (see [`simulate_search`]); run.json carries it as given.
+    pub search: Option<search::SearchResult>,
+    /// A rate profile: each second gets the requests the profile offers in it
+    /// (`Curve::tickets_in_second`) and latency grows with that rate; the sidecar's CPU
+    /// and throttling per second follow it.
+    pub profile: Option<profile::RateProfile>,
+    /// The sidecar's CPU per request, µs (0: a flat 1 s of CPU over the cell).
+    pub sidecar_us_per_request: f64,
 }
 
 impl CellSpec {
@@ -57,7 +68,154 @@ impl CellSpec {
             cpu_applied: true,
             jitter: 0.0,
             lag_us: 15.0,
+            connections: 8,
+            mesh_mode: None,
+            search: None,
+            profile: None,
+            sidecar_us_per_request: 0.0,
         }
+    }
+
+    /// Requests (and the latency factor) of second `i` of the window.
+    fn second_load(&self, i: usize) -> (u64, f64) {
+        match &self.profile {
+            Some(p) => {
+                let curve = p.curve();
+                let peak = p.peak_rate().max(1.0);
+                let r = curve.offered(i as f64, i as f64 + 1.0);
+                // latency grows with the offered rate: 4x at the peak
+                (curve.tickets_in_second(i as u64), (1.0 + r / peak).powi(2))
+            }
+            None => (self.rate, 1.0),
+        }
+    }
+}
+
+/// A capacity search as loadgen runs it (bracket by doubling from `min`, bisect at the
+/// geometric midpoint to `resolution`, confirm the last pass), against a target that
+/// holds the SLO (`p99<10ms`, `errors<0.1%`) up to `capacity` req/s and fails above it.
+/// Each step: p99 from 2 ms up to 8 ms at the capacity, 25 ms beyond; sidecar 0.4 vCPU
+/// per 1000 req/s.
+pub fn simulate_search(
+    min: f64,
+    max: f64,
+    capacity: f64,
+    resolution: f64,
+    max_steps: usize,
+) -> search::SearchResult {
+    use search::{SearchOutcome as O, SearchPhase as P};
+    let mut steps: Vec<search::SearchStep> = Vec::new();
+    let (mut pass, mut fail): (Option<f64>, Option<f64>) = (None, None);
+    let mut passes: Vec<f64> = Vec::new();
+    let narrow = |pass: f64, fail: f64| {
+        if fail / pass - 1.0 <= resolution {
+            (P::Confirm, pass)
+        } else {
+            (P::Bisect, (pass * fail).sqrt())
+        }
+    };
+    let mut next = (P::Bracket, min);
+    let outcome = loop {
+        if steps.len() >= max_steps {
+            break O::MaxSteps;
+        }
+        let (phase, rate) = next;
+        let passed = rate <= capacity;
+        let p99 = if passed {
+            2000.0 + 6000.0 * rate / capacity
+        } else {
+            25_000.0
+        };
+        let cores = rate * 0.4 / 1000.0;
+        steps.push(search::SearchStep {
+            index: steps.len() as u32,
+            phase,
+            rate,
+            started_s: steps.len() as f64 * 2.5,
+            duration_s: 2.0,
+            requests: (rate * 2.0) as u64,
+            achieved_rate: rate,
+            unsent: 0,
+            errors: 0,
+            latency: Percentiles {
+                count: (rate * 2.0) as u64,
+                min_us: 300.0,
+                mean_us: p99 / 3.0,
+                stdev_us: p99 / 6.0,
+                p50_us: p99 / 4.0,
+                p90_us: p99 / 2.0,
+                p99_us: p99,
+                p999_us: p99 * 1.5,
+                p9999_us: p99 * 2.0,
+                max_us: p99 * 2.5,
+            },
+            send_lag_p99_us: Some(20.0),
+            generator_trusted: true,
+            sidecar_cores: Some(cores),
+            throttled_share: Some(if passed { 0.01 } else { 0.4 }),
+            vcpu_per_1k_rps: Some(0.4),
+            passed,
+            reasons: if passed {
+                vec![]
+            } else {
+                vec![format!(
+                    "measured p99 {:.1} ms: violates `p99<10ms`",
+                    p99 / 1000.0
+                )]
+            },
+        });
+        next = match (phase, passed) {
+            (P::Confirm, true) => {
+                break if fail.is_none() {
+                    O::AtMax
+                } else {
+                    O::Converged
+                }
+            }
+            (P::Confirm, false) => {
+                fail = Some(rate);
+                passes.retain(|&p| p < rate);
+                pass = passes.iter().copied().reduce(f64::max);
+                match pass {
+                    None => break O::BelowMin,
+                    Some(p) => narrow(p, rate),
+                }
+            }
+            (_, true) => {
+                pass = Some(rate);
+                passes.push(rate);
+                match fail {
+                    Some(f) => narrow(rate, f),
+                    None if rate >= max => (P::Confirm, rate),
+                    None => (P::Bracket, (rate * 2.0).min(max)),
+                }
+            }
+            (_, false) => {
+                fail = Some(rate);
+                match pass {
+                    None => break O::BelowMin,
+                    Some(p) => narrow(p, rate),
+                }
+            }
+        };
+    };
+    let capacity_rps = match outcome {
+        O::Converged | O::AtMax | O::MaxSteps => pass,
+        _ => None,
+    };
+    search::SearchResult {
+        slo: vec!["p99<10ms".into(), "errors<0.1%".into()],
+        min_rps: min,
+        max_rps: max,
+        resolution,
+        step_duration_s: 2.0,
+        outcome,
+        capacity_rps,
+        last_pass_rps: pass,
+        first_fail_rps: fail,
+        vcpu_per_1k_rps: (outcome != O::MaxSteps && capacity_rps.is_some()).then_some(0.4),
+        hlog: None,
+        steps,
     }
 }
 
@@ -96,7 +254,8 @@ pub fn percentiles(h: &Histogram<u64>) -> Percentiles {
 pub fn cell_seconds(spec: &CellSpec) -> Vec<(Histogram<u64>, Histogram<u64>)> {
     let mut rng = StdRng::seed_from_u64(spec.seed);
     let mut out = Vec::with_capacity(spec.seconds);
-    for _ in 0..spec.seconds {
+    for i in 0..spec.seconds {
+        let (n, load_scale) = spec.second_load(i);
         let mut c = new_hist();
         let mut u = new_hist();
         let second_scale = if spec.jitter > 0.0 {
@@ -104,8 +263,9 @@ pub fn cell_seconds(spec: &CellSpec) -> Vec<(Histogram<u64>, Histogram<u64>)> {
         } else {
             1.0
         };
-        for _ in 0..spec.rate {
-            let service = sample(&mut rng, spec.median_us, 0.45) * spec.scale * second_scale;
+        for _ in 0..n {
+            let service =
+                sample(&mut rng, spec.median_us, 0.45) * spec.scale * second_scale * load_scale;
             // now and then a request waits behind a stall: the corrected time grows
             let queued = if rng.random::<f64>() < 0.02 {
                 sample(&mut rng, spec.median_us * 2.0, 0.5) * spec.scale * second_scale
@@ -277,8 +437,13 @@ pub fn cell(dir: &Path, index: usize, spec: &CellSpec) -> CellResult {
             },
             sidecar_memory_bytes: None,
             access_log: Some(spec.log.clone()),
-            rate: Some(spec.rate as f64),
-            connections: 8,
+            rate: Some(match &spec.profile {
+                Some(p) => p.curve().count(p.duration_s()) / p.duration_s(),
+                None => spec.rate as f64,
+            }),
+            connections: spec.connections,
+            mesh_mode: spec.mesh_mode.clone(),
+            profile: spec.profile.clone(),
             ..Default::default()
         },
         mode: LoadMode::Open,
@@ -302,7 +467,11 @@ pub fn cell(dir: &Path, index: usize, spec: &CellSpec) -> CellResult {
         hlog: Some(hlog),
         sidecar: Some(SidecarStats {
             cpu_stat: Some(CpuStat {
-                usage_usec: 1_000_000,
+                usage_usec: if spec.sidecar_us_per_request > 0.0 {
+                    (ok as f64 * spec.sidecar_us_per_request) as u64
+                } else {
+                    1_000_000
+                },
                 nr_periods: 300,
                 nr_throttled: if spec.throttled { 40 } else { 0 },
                 throttled_usec: if spec.throttled { 400_000 } else { 0 },
@@ -313,6 +482,13 @@ pub fn cell(dir: &Path, index: usize, spec: &CellSpec) -> CellResult {
                 (0..spec.seconds as u64)
                     .map(|i| 5_000 + (i * 7919) % 20_000)
                     .collect()
+            } else if spec.profile.is_some() {
+                profile_sidecar(spec).1
+            } else {
+                vec![]
+            },
+            cpu_usec_per_second: if spec.profile.is_some() {
+                profile_sidecar(spec).0
             } else {
                 vec![]
             },
@@ -336,8 +512,33 @@ pub fn cell(dir: &Path, index: usize, spec: &CellSpec) -> CellResult {
         }),
         checks,
         interrupted: false,
-        search: None,
+        search: spec.search.clone(),
     }
+}
+
+/// A profile cell's sidecar per second: (CPU µs, throttled µs). CPU follows the offered
+/// rate (`sidecar_us_per_request`, default 400 µs: 0.4 cores per 1000 req/s); above the
+/// cell's CPU limit the sidecar is throttled for the share it lacks.
+pub fn profile_sidecar(spec: &CellSpec) -> (Vec<u64>, Vec<u64>) {
+    let Some(p) = &spec.profile else {
+        return (vec![], vec![]);
+    };
+    let curve = p.curve();
+    let per_req = if spec.sidecar_us_per_request > 0.0 {
+        spec.sidecar_us_per_request
+    } else {
+        400.0
+    };
+    let limit_us = spec.cpu_millis.map(|m| m as f64 * 1000.0);
+    (0..curve.end_s().ceil() as usize)
+        .map(|i| {
+            let want = curve.offered(i as f64, i as f64 + 1.0) * per_req;
+            match limit_us {
+                Some(l) if want > l => (l as u64, ((want - l) / want * 1e6) as u64),
+                _ => (want as u64, 0),
+            }
+        })
+        .unzip()
 }
 
 /// Write a whole run (run.json + one .hlog per cell) into `dir`.
