@@ -183,7 +183,7 @@ pub(crate) async fn run<T: CellTarget>(
             });
         }
         let (passed, reasons) = judge(&search.slo, &r, extra.unsent);
-        let step = step_of(
+        let mut step = step_of(
             k,
             phase,
             rate,
@@ -192,8 +192,12 @@ pub(crate) async fn run<T: CellTarget>(
             sidecar.as_ref(),
             passed,
             reasons,
-        )
-        .with_start(extra.window_start, first);
+        );
+        step.started_s = extra
+            .window_start
+            .duration_since(first)
+            .unwrap_or(Duration::ZERO)
+            .as_secs_f64();
         on_event(Event::SearchStep { cell, step: &step });
         steps.push(step);
         let interrupted = r.interrupted;
@@ -293,20 +297,6 @@ fn step_of(
         vcpu_per_1k_rps: sidecar.and_then(|s| s.vcpu_per_1k_rps),
         passed,
         reasons,
-    }
-}
-
-trait WithStart {
-    fn with_start(self, at: SystemTime, first: SystemTime) -> Self;
-}
-
-impl WithStart for SearchStep {
-    fn with_start(mut self, at: SystemTime, first: SystemTime) -> Self {
-        self.started_s = at
-            .duration_since(first)
-            .unwrap_or(Duration::ZERO)
-            .as_secs_f64();
-        self
     }
 }
 

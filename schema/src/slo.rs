@@ -132,13 +132,7 @@ impl Slo {
                 })?;
             (SloMetric::VcpuPer1k, v)
         } else if name == "capacity" {
-            let v = value
-                .strip_suffix("/s")
-                .unwrap_or(value)
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|v| v.is_finite() && *v >= 0.0)
+            let v = per_second(value)
                 .ok_or_else(|| err("give a capacity in requests/s, e.g. capacity>2000".into()))?;
             (SloMetric::Capacity, v)
         } else if name == "send_lag" {
@@ -156,13 +150,7 @@ impl Slo {
                 .ok_or_else(|| err("give errors as a percentage, e.g. errors<0.1%".into()))?;
             (SloMetric::Errors, pct / 100.0)
         } else if name == "rate" {
-            let v = value
-                .strip_suffix("/s")
-                .unwrap_or(value)
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|v| v.is_finite() && *v >= 0.0)
+            let v = per_second(value)
                 .ok_or_else(|| err("give a rate in requests/s, e.g. rate>190".into()))?;
             (SloMetric::Rate, v)
         } else {
@@ -178,6 +166,17 @@ impl Slo {
             threshold,
         })
     }
+}
+
+/// A non-negative requests-per-second figure, `190` or `190/s`.
+fn per_second(value: &str) -> Option<f64> {
+    value
+        .strip_suffix("/s")
+        .unwrap_or(value)
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
 }
 
 /// What a cell measured for an objective: its value and how to show it, or why there is
