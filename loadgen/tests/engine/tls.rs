@@ -89,11 +89,15 @@ async fn missing_client_cert_is_a_counted_tls_error() {
         );
         assert_eq!(cell.ok, 0);
         assert!(t0.elapsed().as_secs() < 10, "no hang");
+        // The server's CertificateRequired alert, or, when its close (with the request
+        // unread) resets the connection before the client reads that alert, the TLS 1.3
+        // explanation: a race of the kernel's, seen on a busy host.
         assert!(
             run.result
                 .warnings
                 .iter()
-                .any(|w| w.contains("CertificateRequired")),
+                .any(|w| w.contains("CertificateRequired")
+                    || w.contains("a refused client certificate looks like this in TLS 1.3")),
             "{:?}",
             run.result.warnings
         );
