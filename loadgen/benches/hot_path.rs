@@ -97,9 +97,9 @@ fn take_and_encode_interval(c: &mut Criterion) {
             || {
                 let mut r = Recorder::default();
                 record_1000(&mut r, t0);
-                (r, Pair::default(), new_hist())
+                (r, Pair::default(), new_hist(), new_hist())
             },
-            |(r, pair, lag)| black_box(r.take_interval(pair, lag)),
+            |(r, pair, lag, failed)| black_box(r.take_interval(pair, lag, failed)),
             criterion::BatchSize::LargeInput,
         )
     });
@@ -107,8 +107,8 @@ fn take_and_encode_interval(c: &mut Criterion) {
     let mut log = Hlog::create(&dir.path().join("b.hlog"), SystemTime::now(), "bench").unwrap();
     let mut r = Recorder::default();
     record_1000(&mut r, t0);
-    let (mut pair, mut lag) = (Pair::default(), new_hist());
-    r.take_interval(&mut pair, &mut lag);
+    let (mut pair, mut lag, mut failed) = (Pair::default(), new_hist(), new_hist());
+    r.take_interval(&mut pair, &mut lag, &mut failed);
     let mut s = 0u64;
     c.bench_function(
         "encode a 1000-request interval into the .hlog (coordinator)",
@@ -119,6 +119,7 @@ fn take_and_encode_interval(c: &mut Criterion) {
                     Duration::from_secs(1),
                     &pair,
                     Some(&lag),
+                    &failed,
                 )
                 .unwrap();
                 s += 1;

@@ -130,6 +130,10 @@ pub struct ServeArgs {
     pub stall: Option<Dur>,
     #[arg(long, requires = "stall")]
     pub stall_every: Option<Dur>,
+    /// Accept at most this many requests per second (a token bucket holding a tenth of a
+    /// second's worth); the rest are answered 503 at once, like a server shedding load.
+    #[arg(long)]
+    pub max_rate: Option<f64>,
     /// Stop when the parent process exits (the embedded mesh starts its apps with this, so
     /// a loadgen killed with SIGKILL leaves no app behind).
     #[arg(long, hide = true)]
@@ -422,12 +426,14 @@ fn serve_cmd(a: ServeArgs) -> anyhow::Result<u8> {
             .zip(a.stall_every)
             .map(|(stall, every)| Stall { stall, every }),
         echo_headers: vec![],
+        max_rate: a.max_rate,
     };
     if let Err(e) = cfg.check() {
         anyhow::bail!(
             "{}",
             e.to_string()
                 .replace("stall_every", "--stall-every")
+                .replace("max_rate", "--max-rate")
                 .replace("body_bytes", "--body-bytes")
         );
     }

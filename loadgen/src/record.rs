@@ -5,7 +5,9 @@
 //! (subsets are capped at [`MAX_SUBSETS`]).
 
 use hdrhistogram::Histogram;
-use meshbench_schema::hlog::{HlogError, HlogWriter, TAG_CORRECTED, TAG_SEND_LAG, TAG_UNCORRECTED};
+use meshbench_schema::hlog::{
+    HlogError, HlogWriter, TAG_CORRECTED, TAG_FAILED, TAG_SEND_LAG, TAG_UNCORRECTED,
+};
 use meshbench_schema::{ErrorCounts, Latency, Percentiles};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -156,7 +158,9 @@ pub struct Recorder {
     /// Send lag since the interval was last taken.
     pub interval_lag: Hist,
     pub interval_requests: u64,
-    pub interval_errors: u64,
+    /// Corrected latency of each request that failed since the interval was last taken
+    /// (its count is the interval's error count).
+    pub interval_failed: Hist,
     /// Completion time of the last measured request.
     pub last_done: Option<Instant>,
     /// True once any connection negotiated HTTP/2.
@@ -180,7 +184,7 @@ impl Default for Recorder {
             interval: Pair::default(),
             interval_lag: new_hist(),
             interval_requests: 0,
-            interval_errors: 0,
+            interval_failed: new_hist(),
             last_done: None,
             saw_h2: false,
             send_lag: new_hist(),
@@ -203,17 +207,17 @@ impl Recorder {
                 e.1.record(corrected, uncorrected);
                 if !(100..=599).contains(&status) {
                     self.errors.other += 1;
-                    self.interval_errors += 1;
+                    self.interval_failed.saturating_record(us(corrected));
                     self.sample_error(
                         "other",
                         format!("HTTP status {status} is not an HTTP status"),
                     );
                 } else if status >= 500 {
                     self.errors.http_5xx += 1;
-                    self.interval_errors += 1;
+                    self.interval_failed.saturating_record(us(corrected));
                 } else if status >= 400 {
                     self.errors.http_4xx += 1;
-                    self.interval_errors += 1;
+                    self.interval_failed.saturating_record(us(corrected));
                 } else {
                     self.ok += 1;
                     self.total.record(corrected, uncorrected);
@@ -233,7 +237,7 @@ impl Recorder {
                 }
             }
             Outcome::Failed { class, message } => {
-                self.interval_errors += 1;
+                self.interval_failed.saturating_record(us(corrected));
                 let e = &mut self.errors;
                 match class {
                     ErrorClass::ConnectRefused => e.connect_refused += 1,
@@ -277,17 +281,16 @@ impl Recorder {
         self.interval_lag.saturating_record(v);
     }
 
-    /// Take the interval histograms (leaving them empty) into `into` and `lag`; returns the
-    /// interval's (requests, errors).
-    pub fn take_interval(&mut self, into: &mut Pair, lag: &mut Hist) -> (u64, u64) {
+    /// Take the interval histograms (leaving them empty) into `into`, `lag` and `failed`;
+    /// returns the interval's request count.
+    pub fn take_interval(&mut self, into: &mut Pair, lag: &mut Hist, failed: &mut Hist) -> u64 {
         into.add(&self.interval);
         self.interval.reset();
         let _ = lag.add(&self.interval_lag);
         self.interval_lag.reset();
-        let r = (self.interval_requests, self.interval_errors);
-        self.interval_requests = 0;
-        self.interval_errors = 0;
-        r
+        let _ = failed.add(&self.interval_failed);
+        self.interval_failed.reset();
+        std::mem::take(&mut self.interval_requests)
     }
 
     /// Merge another worker's totals into this one.
@@ -337,23 +340,24 @@ impl Hlog {
         .map(Hlog)
     }
 
-    /// Append one interval (every tag; send lag only in open loop). `offset` is from the
-    /// log's start.
+    /// Append one interval (every tag; send lag only in open loop; the failed requests'
+    /// latency always, empty in a second without errors). `offset` is from the log's start.
     pub fn write(
         &mut self,
         offset: Duration,
         len: Duration,
         pair: &Pair,
         lag: Option<&Hist>,
+        failed: &Hist,
     ) -> Result<(), HlogError> {
         self.0
             .write(offset, len, Some(TAG_CORRECTED), &pair.corrected)?;
         self.0
             .write(offset, len, Some(TAG_UNCORRECTED), &pair.uncorrected)?;
-        match lag {
-            Some(l) => self.0.write(offset, len, Some(TAG_SEND_LAG), l),
-            None => Ok(()),
+        if let Some(l) = lag {
+            self.0.write(offset, len, Some(TAG_SEND_LAG), l)?;
         }
+        self.0.write(offset, len, Some(TAG_FAILED), failed)
     }
 
     /// Flush, fsync and move into place.
@@ -456,6 +460,42 @@ mod tests {
     }
 
     #[test]
+    fn an_interval_holds_its_failed_requests_latency_apart_from_successes() {
+        let t0 = Instant::now();
+        let mut r = Recorder::default();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let resp = |status| Outcome::Response {
+            status,
+            subset: None,
+        };
+        // sent 1 ms late each: corrected (from intended) differs from uncorrected
+        r.record(t0, at(1), at(10), resp(200));
+        r.record(t0, at(1), at(20), resp(404));
+        r.record(t0, at(1), at(30), resp(503));
+        r.record(
+            t0,
+            at(1),
+            at(40),
+            Outcome::Failed {
+                class: ErrorClass::ConnectionReset,
+                message: "reset".into(),
+            },
+        );
+        let (mut pair, mut lag, mut failed) = (Pair::default(), new_hist(), new_hist());
+        assert_eq!(r.take_interval(&mut pair, &mut lag, &mut failed), 4);
+        assert_eq!(pair.corrected.len(), 1);
+        assert_eq!(failed.len(), r.errors.total());
+        assert_eq!(failed.len(), 3);
+        // corrected latencies of the three failures: 20, 30 and 40 ms
+        assert_eq!(failed.min(), 20_000);
+        assert!(failed.equivalent(failed.max(), 40_000), "{}", failed.max());
+        // taken: the next interval starts empty
+        let mut again = new_hist();
+        assert_eq!(r.take_interval(&mut pair, &mut lag, &mut again), 0);
+        assert!(again.is_empty());
+    }
+
+    #[test]
     fn odd_statuses_and_alike_errors() {
         let t0 = Instant::now();
         let mut r = Recorder::default();
@@ -502,10 +542,24 @@ mod tests {
         p.record(Duration::from_millis(5), Duration::from_millis(1));
         let mut lag = new_hist();
         lag.record(3).unwrap();
-        log.write(Duration::ZERO, Duration::from_secs(1), &p, Some(&lag))
-            .unwrap();
-        log.write(Duration::from_secs(1), Duration::from_secs(1), &p, None)
-            .unwrap();
+        let mut failed = new_hist();
+        failed.record(40).unwrap();
+        log.write(
+            Duration::ZERO,
+            Duration::from_secs(1),
+            &p,
+            Some(&lag),
+            &failed,
+        )
+        .unwrap();
+        log.write(
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            &p,
+            None,
+            &failed,
+        )
+        .unwrap();
         log.finish().unwrap();
         let mut tags = vec![];
         meshbench_schema::hlog::for_each_interval(&path, |i| {
@@ -519,8 +573,10 @@ mod tests {
                 "corrected",
                 "uncorrected",
                 "send_lag",
+                "failed",
                 "corrected",
-                "uncorrected"
+                "uncorrected",
+                "failed"
             ]
         );
     }

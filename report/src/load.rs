@@ -183,6 +183,9 @@ pub struct LoadedCell {
     pub seconds_uncorrected: Vec<SecondPoint>,
     /// Per-second send lateness of the generator (open loop; empty without a `send_lag` tag).
     pub seconds_lag: Vec<SecondPoint>,
+    /// Failed requests per second, (t_s, count), every second of the log including those
+    /// without errors; `None` when the log has no `failed` tag (written before it existed).
+    pub errors_per_second: Option<Vec<(f64, u64)>>,
 }
 
 /// A run directory, read and checked.
@@ -229,16 +232,28 @@ pub fn load_run(dir: &Path) -> Result<LoadedRun, ReportError> {
             seconds: Vec::new(),
             seconds_uncorrected: Vec::new(),
             seconds_lag: Vec::new(),
+            errors_per_second: None,
         };
         if let Some(path) = hlog_path {
             let mut corrected = TagAccumulator::default();
             let mut uncorrected = TagAccumulator::default();
             let mut lag = TagAccumulator::default();
-            let n = for_each_interval(&path, |i| match i.tag.as_deref() {
-                Some(HLOG_TAG_CORRECTED) => corrected.add(i.start_s, i.hist),
-                Some(HLOG_TAG_UNCORRECTED) => uncorrected.add(i.start_s, i.hist),
-                Some(hlog::TAG_SEND_LAG) => lag.add(i.start_s, i.hist),
-                _ => {}
+            // failed requests per second (ms key): one count per second, so bounded by the
+            // run's length in seconds
+            let mut failed: Option<BTreeMap<i64, u64>> = None;
+            let mut first_ms: Option<i64> = None;
+            let n = for_each_interval(&path, |i| {
+                let key = (i.start_s * 1000.0).round() as i64;
+                first_ms = Some(first_ms.map_or(key, |f| f.min(key)));
+                match i.tag.as_deref() {
+                    Some(HLOG_TAG_CORRECTED) => corrected.add(i.start_s, i.hist),
+                    Some(HLOG_TAG_UNCORRECTED) => uncorrected.add(i.start_s, i.hist),
+                    Some(hlog::TAG_SEND_LAG) => lag.add(i.start_s, i.hist),
+                    Some(hlog::TAG_FAILED) => {
+                        *failed.get_or_insert_default().entry(key).or_default() += i.hist.len()
+                    }
+                    _ => {}
+                }
             })?;
             if n == 0 && cell.requests > 0 {
                 return Err(ReportError::hlog(
@@ -252,13 +267,9 @@ pub fn load_run(dir: &Path) -> Result<LoadedRun, ReportError> {
             let (c_total, c_points) = corrected.finish();
             let (u_total, u_points) = uncorrected.finish();
             let (_, lag_points) = lag.finish();
-            // time axis: seconds since the first interval of either tag
-            let first = c_points
-                .iter()
-                .chain(&u_points)
-                .map(|(k, _)| *k)
-                .min()
-                .unwrap_or(0);
+            // time axis: seconds since the first interval of the log (of any tag, empty or
+            // not: second 0 is the first second of the measured window)
+            let first = first_ms.unwrap_or(0);
             let relative = |v: Vec<(i64, SecondPoint)>| -> Vec<SecondPoint> {
                 v.into_iter()
                     .map(|(k, mut p)| {
@@ -272,6 +283,11 @@ pub fn load_run(dir: &Path) -> Result<LoadedRun, ReportError> {
             loaded.seconds = relative(c_points);
             loaded.seconds_uncorrected = relative(u_points);
             loaded.seconds_lag = relative(lag_points);
+            loaded.errors_per_second = failed.map(|m| {
+                m.into_iter()
+                    .map(|(k, n)| ((k - first) as f64 / 1000.0, n))
+                    .collect()
+            });
         }
         cells.push(loaded);
     }

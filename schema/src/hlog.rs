@@ -1,6 +1,6 @@
 //! Interval logs (`.hlog`): the standard HdrHistogram interval-log format, V2 deflate,
 //! values in microseconds. loadgen writes one per cell (1 s intervals tagged
-//! [`TAG_CORRECTED`] / [`TAG_UNCORRECTED`]), `report merge` writes merged ones, and report
+//! [`TAG_CORRECTED`] / [`TAG_UNCORRECTED`] / [`TAG_SEND_LAG`] / [`TAG_FAILED`]), `report merge` writes merged ones, and report
 //! reads them back; this module is the only writer and the only reader.
 
 use hdrhistogram::serialization::interval_log::{
@@ -19,6 +19,10 @@ pub const TAG_UNCORRECTED: &str = "uncorrected";
 /// Tag of intervals holding the load generator's own lateness: how long after its intended
 /// time each open-loop request was sent.
 pub const TAG_SEND_LAG: &str = "send_lag";
+/// Tag of intervals holding the latency (from the intended send time) of each request that
+/// failed in the interval: a transport error or an HTTP status of 400 and above. Its count
+/// is the interval's error count; the corrected and uncorrected tags hold successes only.
+pub const TAG_FAILED: &str = "failed";
 /// Unit of every value recorded in histograms and interval logs.
 pub const UNIT: &str = "us";
 

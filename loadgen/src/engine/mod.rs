@@ -338,13 +338,14 @@ pub async fn run_cell(
     })
 }
 
-/// One interval being merged: workers heard from, latency, send lag, counts, last time.
+/// One interval being merged: workers heard from, latency, send lag, failed requests'
+/// latency, request count, last time.
 struct Merging {
     heard: usize,
     pair: Pair,
     lag: Hist,
+    failed: Hist,
     requests: u64,
-    errors: u64,
     until: Instant,
 }
 
@@ -369,15 +370,15 @@ impl IntervalMerge {
             heard: 0,
             pair: Pair::default(),
             lag: crate::record::new_hist(),
+            failed: crate::record::new_hist(),
             requests: 0,
-            errors: 0,
             until: s.until,
         });
         m.heard += 1;
         m.pair.add(&s.pair);
         let _ = m.lag.add(&s.lag);
+        let _ = m.failed.add(&s.failed);
         m.requests += s.requests;
-        m.errors += s.errors;
         m.until = m.until.max(s.until);
         index
     }
@@ -409,7 +410,7 @@ impl IntervalMerge {
             };
             let len = to.saturating_duration_since(from);
             self.requests += m.requests;
-            self.errors += m.errors;
+            self.errors += m.failed.len();
             if let Some(h) = hlog.as_mut() {
                 if !len.is_zero() {
                     h.write(
@@ -417,6 +418,7 @@ impl IntervalMerge {
                         len,
                         &m.pair,
                         self.open.then_some(&m.lag),
+                        &m.failed,
                     )?;
                 }
             }

@@ -88,7 +88,8 @@ pub(super) struct Snapshot {
     pub(super) pair: Pair,
     pub(super) lag: Hist,
     pub(super) requests: u64,
-    pub(super) errors: u64,
+    /// Corrected latency of the interval's failed requests (count = its errors).
+    pub(super) failed: Hist,
 }
 
 /// What a worker measured in the whole cell.
@@ -270,10 +271,11 @@ async fn run(spec: WorkerSpec) -> WorkerOut {
     let snapshot = |k: u64, last: bool| {
         let mut pair = Pair::default();
         let mut lag = new_hist();
-        let (requests, errors) = rec
-            .lock()
-            .expect("recorder lock")
-            .take_interval(&mut pair, &mut lag);
+        let mut failed = new_hist();
+        let requests =
+            rec.lock()
+                .expect("recorder lock")
+                .take_interval(&mut pair, &mut lag, &mut failed);
         Snapshot {
             worker: index,
             index: k,
@@ -282,7 +284,7 @@ async fn run(spec: WorkerSpec) -> WorkerOut {
             pair,
             lag,
             requests,
-            errors,
+            failed,
         }
     };
     let mut interrupted = *stop.borrow();

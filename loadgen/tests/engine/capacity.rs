@@ -134,6 +134,74 @@ async fn the_interval_log_shows_each_seconds_rate_of_a_steps_profile() {
     }
 }
 
+/// The same steps against an app that accepts 400 req/s and answers the rest 503 at once:
+/// the interval log's `failed` tag counts each second's errors, which appear in the
+/// 600 req/s second only (600 offered - 400 refilled - the bucket's 40), and sum to the
+/// cell's error total exactly; successes and failures of each second add up to its
+/// scheduled requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_interval_log_counts_each_seconds_errors_of_a_steps_profile() {
+    let (addr, _srv) = spawn(AppConfig {
+        max_rate: Some(400.0),
+        ..AppConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = run_text(
+        dir.path(),
+        &format!(
+            "[target]\nurl = \"http://{addr}/\"\n[load]\nconnections = 4\nwarmup = \"300ms\"\n[load.profile]\nkind = \"steps\"\nsteps = [{{ rate = 200, duration = \"2s\" }}, {{ rate = 600, duration = \"1s\" }}, {{ rate = 100, duration = \"2s\" }}]\n"
+        ),
+    )
+    .await;
+    let c = &run.result.cells[0];
+    assert_eq!(c.requests, 1200);
+    let mut first = f64::MAX;
+    let mut seen = Vec::new();
+    for_each_interval(&run.dir.join(c.hlog.as_ref().unwrap()), |i| {
+        first = first.min(i.start_s);
+        seen.push((i.tag.clone().unwrap_or_default(), i.start_s, i.hist.len()));
+    })
+    .unwrap();
+    let mut ok: BTreeMap<i64, u64> = BTreeMap::new();
+    let mut failed: BTreeMap<i64, u64> = BTreeMap::new();
+    for (tag, s, n) in seen {
+        let k = (s - first).round() as i64;
+        match tag.as_str() {
+            "corrected" => *ok.entry(k).or_default() += n,
+            "failed" => *failed.entry(k).or_default() += n,
+            _ => {}
+        }
+    }
+    assert_eq!(
+        failed.values().sum::<u64>(),
+        c.errors.total(),
+        "per-second errors sum to the cell's: {failed:?}"
+    );
+    assert_eq!(c.errors.total(), c.errors.http_5xx);
+    assert_eq!(
+        ok.keys().collect::<Vec<_>>(),
+        failed.keys().collect::<Vec<_>>(),
+        "every second has a failed interval, empty or not"
+    );
+    let f: Vec<u64> = (0..5)
+        .map(|k| failed.get(&k).copied().unwrap_or(0))
+        .collect();
+    eprintln!("failed per second {f:?}, ok {ok:?}");
+    assert!((130..=190).contains(&f[2]), "the 600/s second: {f:?}");
+    for k in [0, 1, 4] {
+        assert!(f[k] <= 10, "second {k} is below the app's rate: {f:?}");
+    }
+    for (k, want) in [200u64, 200, 600, 100, 100].into_iter().enumerate() {
+        let got = ok.get(&(k as i64)).copied().unwrap_or(0) + f[k];
+        assert!(
+            got.abs_diff(want) <= 2 + want / 50,
+            "second {k}: {got} completed, the schedule has {want}; failed {f:?}, ok {ok:?}"
+        );
+    }
+}
+
 /// An app that serves each request in 10 ms, loaded over 4 HTTP/1.1 connections, can
 /// carry 4 / service time requests per second (about 400/s; the service time measured at
 /// the search's first, lightest step is the truth): above that the queue grows without

@@ -75,7 +75,7 @@ async fn every_idle_strategy_runs_the_same_schedule_into_the_same_results() {
     assert!(shapes.windows(2).all(|w| w[0] == w[1]), "{shapes:?}");
     assert_eq!(
         shapes[0].0,
-        ["corrected", "send_lag", "uncorrected"]
+        ["corrected", "failed", "send_lag", "uncorrected"]
             .into_iter()
             .map(String::from)
             .collect()

@@ -2,7 +2,8 @@
 //! behind the sidecar), the target of `[app]` scenarios (in-process) and of
 //! `loadgen serve`. hyper + rustls: plain, TLS or mTLS; HTTP/1.1 and HTTP/2 (ALPN on TLS,
 //! prior-knowledge h2c on plain); a fixed or exponential service time, response headers
-//! and body, and periodic stalls (for the coordinated-omission tests).
+//! and body, periodic stalls (for the coordinated-omission tests) and a rate above which
+//! it sheds load with 503 (a known capacity, for the error tests).
 //!
 //! Everything it can be told is one serde [`AppConfig`]: what `loadgen serve` builds from
 //! its flags and what the embedded mesh writes as `app-<subset>.json` for each app process.
@@ -97,6 +98,11 @@ pub struct AppConfig {
     /// `x-forwarded-client-cert`, to show who the app's caller was).
     #[serde(default)]
     pub echo_headers: Vec<String>,
+    /// Requests per second the app accepts: a token bucket filled at this rate, holding a
+    /// tenth of a second's worth (at least one request); a request finding it empty is
+    /// answered 503 at once, without its service time.
+    #[serde(default)]
+    pub max_rate: Option<f64>,
 }
 
 fn loopback() -> SocketAddr {
@@ -114,6 +120,7 @@ impl Default for AppConfig {
             body_bytes: 0,
             stall: None,
             echo_headers: vec![],
+            max_rate: None,
         }
     }
 }
@@ -178,6 +185,13 @@ impl AppConfig {
                 )));
             }
         }
+        if let Some(r) = self.max_rate {
+            if !(r.is_finite() && r > 0.0) {
+                return Err(AppError::Config(format!(
+                    "max_rate {r} must be a positive number of requests per second"
+                )));
+            }
+        }
         for (k, v) in &self.headers {
             header_pair(k, v)?;
         }
@@ -220,6 +234,40 @@ struct App {
     echo: Vec<http::HeaderName>,
     body: Bytes,
     stall: Option<(Duration, Duration)>,
+    bucket: Option<std::sync::Mutex<Bucket>>,
+}
+
+/// The `max_rate` token bucket.
+struct Bucket {
+    rate: f64,
+    capacity: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn new(rate: f64) -> Self {
+        let capacity = (rate / 10.0).max(1.0);
+        Bucket {
+            rate,
+            capacity,
+            tokens: capacity,
+            last: Instant::now(),
+        }
+    }
+
+    /// Take a token at `now`; false when there is none.
+    fn take(&mut self, now: Instant) -> bool {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = self.last.max(now);
+        self.tokens = (self.tokens + dt * self.rate).min(self.capacity);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl App {
@@ -227,6 +275,13 @@ impl App {
         &self,
         req: http::Request<hyper::body::Incoming>,
     ) -> Result<http::Response<Full<Bytes>>, std::convert::Infallible> {
+        if let Some(b) = &self.bucket {
+            if !b.lock().expect("bucket lock").take(Instant::now()) {
+                let mut resp = http::Response::new(Full::new(Bytes::new()));
+                *resp.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                return Ok(resp);
+            }
+        }
         if let Some((stall, every)) = self.stall {
             let since = Instant::now().duration_since(self.epoch);
             let phase = Duration::from_nanos((since.as_nanos() % every.as_nanos()) as u64);
@@ -301,6 +356,7 @@ pub async fn spawn(cfg: AppConfig) -> Result<(SocketAddr, ServerHandle), AppErro
             .collect(),
         body: Bytes::from(vec![b'x'; cfg.body_bytes]),
         stall: cfg.stall.map(|s| (s.stall.0, s.every.0)),
+        bucket: cfg.max_rate.map(|r| std::sync::Mutex::new(Bucket::new(r))),
     });
     let (stop, mut stopped) = watch::channel(false);
     let conn_stop = stop.subscribe();
@@ -395,5 +451,30 @@ mod tests {
         assert!(parse_header("no colon").is_err());
         assert!(parse_header("bad name: v").is_err());
         assert!(serde_json::from_str::<AppConfig>(r#"{"bogus": 1}"#).is_err());
+        for r in [0.0, -5.0, f64::NAN, f64::INFINITY] {
+            let bad = AppConfig {
+                max_rate: Some(r),
+                ..AppConfig::default()
+            };
+            assert!(bad.check().unwrap_err().to_string().contains("max_rate"));
+        }
+    }
+
+    #[test]
+    fn the_bucket_passes_its_rate_and_a_tenth_of_a_second_more() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(400.0);
+        b.last = t0;
+        // 600 requests evenly over one second: 400 refilled + 40 held at the start
+        let passed = (0..600)
+            .filter(|i| b.take(t0 + Duration::from_micros(i * 1_000_000 / 600)))
+            .count();
+        assert!((439..=441).contains(&passed), "{passed}");
+        // at 200/s the bucket never runs dry
+        let t1 = t0 + Duration::from_secs(2);
+        let passed = (0..200)
+            .filter(|i| b.take(t1 + Duration::from_micros(i * 5_000)))
+            .count();
+        assert_eq!(passed, 200);
     }
 }

@@ -310,6 +310,11 @@ pub fn build_charts(run: &LoadedRun) -> ChartSet {
         if let Some(c) = profile::ProfileChart::sidecar(i, cell) {
             set.charts.push((place.clone(), AnyChart::Profile(c)));
         }
+        match profile::ProfileChart::errors(i, cell) {
+            Ok(Some(c)) => set.charts.push((place.clone(), AnyChart::Profile(c))),
+            Ok(None) => {}
+            Err(why) => set.not_drawn.push(why),
+        }
         if let Some(c) = lag::LagChart::from_cell(i, cell) {
             set.charts.push((place.clone(), AnyChart::Lag(c)));
         }

@@ -5,11 +5,11 @@
 //!   interval log);
 //! - `profile-sidecar-NN-<cell>`: the sidecars' CPU in each second (cores =
 //!   `cpu_usec_per_second` / 1e6) and the share of that second they were throttled
-//!   (`throttled_usec_per_second` / 1e6), when the cell captured them.
-//!
-//! Errors per second are not drawn: run.json counts errors per cell only and the interval
-//! log holds successful responses, so there is no per-second error count to put against
-//! the offered rate (the cell's error total is in its table and the errors chart).
+//!   (`throttled_usec_per_second` / 1e6), when the cell captured them;
+//! - `profile-errors-NN-<cell>`: the failed requests of each second (the count of the
+//!   interval log's `failed` tag) and their share of that second's completed requests
+//!   (failed / (failed + successes of the `corrected` tag)). Logs written before the
+//!   `failed` tag existed have no such chart, and the report says why.
 //!
 //! Seconds after the profile's end (a lagging target extends the window) have no offered
 //! rate and are left out.
@@ -27,17 +27,21 @@ use meshbench_schema::profile::Curve;
 pub enum ProfileKind {
     Latency,
     Sidecar,
+    Errors,
 }
 
+#[derive(Debug)]
 pub struct ProfileChart {
     pub kind: ProfileKind,
     pub index: usize,
     pub cell_id: String,
     /// The profile as said ("ramp 100→2000/s over 30s").
     pub profile: String,
-    /// Latency: (offered req/s, p50 ms); sidecar: (offered req/s, cores).
+    /// Latency: (offered req/s, p50 ms); sidecar: (offered req/s, cores); errors:
+    /// (offered req/s, failed requests in the second).
     pub a: Vec<(f64, f64)>,
-    /// Latency: (offered req/s, p99 ms); sidecar: (offered req/s, throttled share 0..).
+    /// Latency: (offered req/s, p99 ms); sidecar: (offered req/s, throttled share 0..);
+    /// errors: (offered req/s, failed share of the second's completed requests, 0..1).
     pub b: Vec<(f64, f64)>,
     /// The sidecar figures are the sum over more than one sidecar.
     pub summed: bool,
@@ -47,6 +51,8 @@ pub const P50: &str = "p50 of the second, corrected";
 pub const P99: &str = "p99 of the second, corrected";
 pub const CORES: &str = "sidecar CPU (cores, left axis)";
 pub const THROTTLED: &str = "throttled share of the second (throttled µs / 1 s, right axis)";
+pub const FAILED: &str = "failed requests in the second (left axis)";
+pub const FAILED_SHARE: &str = "failed share of the requests completed in that second (right axis)";
 
 /// The offered rate of second `s` of the window, when the profile covers it.
 fn offered(curve: &Curve, s: f64) -> Option<f64> {
@@ -120,10 +126,63 @@ impl ProfileChart {
         })
     }
 
+    /// The errors chart of a profile cell, or why it is not drawn; `Ok(None)` for a cell
+    /// without a profile.
+    pub fn errors(index: usize, cell: &LoadedCell) -> Result<Option<Self>, String> {
+        let Some(p) = &cell.result.settings.profile else {
+            return Ok(None);
+        };
+        let Some(per_second) = &cell.errors_per_second else {
+            return Err(format!(
+                "errors vs offered rate for cell '{}': not drawn, {}",
+                cell.result.id,
+                if cell.hlog_path.is_some() {
+                    "its interval log has no per-second error counts (no `failed` tag: written by an older loadgen)"
+                } else {
+                    "it has no interval log"
+                }
+            ));
+        };
+        let curve = p.curve();
+        let ok: std::collections::BTreeMap<i64, u64> = cell
+            .seconds
+            .iter()
+            .map(|s| (s.t_s.round() as i64, s.stats.count))
+            .collect();
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        for &(t, failed) in per_second {
+            let Some(x) = offered(&curve, t.round()) else {
+                continue;
+            };
+            a.push((x, failed as f64));
+            let done = failed + ok.get(&(t.round() as i64)).copied().unwrap_or(0);
+            if done > 0 {
+                b.push((x, failed as f64 / done as f64));
+            }
+        }
+        if a.is_empty() {
+            return Err(format!(
+                "errors vs offered rate for cell '{}': not drawn, its interval log has no second inside the profile",
+                cell.result.id
+            ));
+        }
+        Ok(Some(ProfileChart {
+            kind: ProfileKind::Errors,
+            index,
+            cell_id: cell.result.id.clone(),
+            profile: p.label(),
+            a,
+            b,
+            summed: false,
+        }))
+    }
+
     fn labels(&self) -> (&'static str, &'static str) {
         match self.kind {
             ProfileKind::Latency => (P50, P99),
             ProfileKind::Sidecar => (CORES, THROTTLED),
+            ProfileKind::Errors => (FAILED, FAILED_SHARE),
         }
     }
 }
@@ -133,6 +192,7 @@ impl Chart for ProfileChart {
         let what = match self.kind {
             ProfileKind::Latency => "profile-latency",
             ProfileKind::Sidecar => "profile-sidecar",
+            ProfileKind::Errors => "profile-errors",
         };
         format!("{what}-{:02}-{}", self.index + 1, slug(&self.cell_id))
     }
@@ -151,6 +211,10 @@ impl Chart for ProfileChart {
                     ""
                 },
                 self.cell_id
+            ),
+            ProfileKind::Errors => format!(
+                "Failed requests per second vs offered rate ({}) — {}",
+                self.profile, self.cell_id
             ),
         }
     }
@@ -212,7 +276,15 @@ impl Chart for ProfileChart {
                     .legend(move |(x, y)| TriangleMarker::new((x + 10, y), 5, cb.filled()));
                 draw_legend(&mut chart, 13, SeriesLabelPosition::UpperLeft)
             }
-            ProfileKind::Sidecar => {
+            ProfileKind::Sidecar | ProfileKind::Errors => {
+                let (y_desc, right_desc) = if self.kind == ProfileKind::Sidecar {
+                    ("sidecar CPU (cores)", "throttled share of the second")
+                } else {
+                    (
+                        "failed requests in the second",
+                        "failed share of the second",
+                    )
+                };
                 let cores = self.a.iter().map(|p| p.1).fold(0.0, f64::max);
                 let share = self.b.iter().map(|p| p.1).fold(0.0, f64::max);
                 let mut chart = frame(area, &self.title(), 72)
@@ -225,7 +297,7 @@ impl Chart for ProfileChart {
                         .configure_mesh()
                         .x_label_formatter(&|v: &f64| format!("{v:.0}"))
                         .x_desc("offered rate in that second (requests/s)")
-                        .y_desc("sidecar CPU (cores)"),
+                        .y_desc(y_desc),
                     14,
                 )?;
                 if !self.a.is_empty() {
@@ -236,10 +308,7 @@ impl Chart for ProfileChart {
                         .legend(move |(x, y)| Circle::new((x + 10, y), 4, ca.filled()));
                 }
                 if !self.b.is_empty() {
-                    draw_right_axis(
-                        &mut chart.configure_secondary_axes(),
-                        "throttled share of the second",
-                    )?;
+                    draw_right_axis(&mut chart.configure_secondary_axes(), right_desc)?;
                     chart
                         .draw_secondary_series(
                             self.b.iter().map(|&p| Cross::new(p, 4, cb.stroke_width(2))),

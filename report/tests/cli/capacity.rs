@@ -326,6 +326,8 @@ fn a_ramp_is_drawn_against_the_rate_offered_in_each_second() {
     let mut s = CellSpec::new("ramp", Some(250), "off");
     s.seconds = 10;
     s.profile = Some(profile.clone());
+    // errors begin once the offered rate passes ~600/s, and grow with it
+    s.failed_per_second = vec![0, 0, 0, 0, 0, 0, 3, 9, 20, 41];
     let run = common::write_run(dir.path(), "ramp", &[s.clone()]);
     let sc = run.cells[0].sidecar.clone().unwrap();
     assert_eq!(sc.cpu_usec_per_second.len(), 10);
@@ -359,6 +361,20 @@ fn a_ramp_is_drawn_against_the_rate_offered_in_each_second() {
     assert_eq!(side.b[0].1, 0.0, "not throttled at 145 req/s");
     assert!(side.b[9].1 > 0.2, "throttled at the peak: {:?}", side.b);
     assert_eq!(side.b[9].1, sc.throttled_usec_per_second[9] as f64 / 1e6);
+    let errs = ProfileChart::errors(0, &loaded.cells[0]).unwrap().unwrap();
+    assert_eq!(errs.a.len(), 10, "every second, those without errors too");
+    for (i, &(x, n)) in errs.a.iter().enumerate() {
+        assert_eq!(x, curve.offered(i as f64, i as f64 + 1.0));
+        assert_eq!(n, s.failed_per_second[i] as f64, "errors of second {i}");
+        let ok = loaded.cells[0].seconds[i].stats.count;
+        let share = errs.b[i].1;
+        assert!(
+            (share - n / (n + ok as f64)).abs() < 1e-12,
+            "second {i}: share {share}, {n} failed, {ok} ok"
+        );
+    }
+    assert_eq!(errs.b[0].1, 0.0);
+    assert!(errs.b[9].1 > errs.b[7].1);
 
     report::render(dir.path()).unwrap();
     let l = svg(dir.path(), "profile-latency-01-ramp");
@@ -378,6 +394,14 @@ fn a_ramp_is_drawn_against_the_rate_offered_in_each_second() {
     }
     assert_png(dir.path(), "profile-latency-01-ramp");
     assert_png(dir.path(), "profile-sidecar-01-ramp");
+    let e = svg(dir.path(), "profile-errors-01-ramp");
+    for label in [
+        "failed requests in the second (left axis)",
+        "failed share of the requests completed in that second (right axis)",
+    ] {
+        assert!(e.contains(label), "profile-errors lacks {label:?}");
+    }
+    assert_png(dir.path(), "profile-errors-01-ramp");
     let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
     assert!(html.contains("Load profile: ramp 100→1000/s over 10s"));
     // a constant-rate cell gets neither chart
@@ -388,6 +412,15 @@ fn a_ramp_is_drawn_against_the_rate_offered_in_each_second() {
     let l2 = load_run(dir2.path()).unwrap();
     assert!(ProfileChart::latency(0, &l2.cells[0]).unwrap().is_none());
     assert!(ProfileChart::sidecar(0, &l2.cells[0]).is_none());
+    assert!(ProfileChart::errors(0, &l2.cells[0]).unwrap().is_none());
+    // a profile cell whose log predates the `failed` tag: no errors chart, and why
+    let mut old = s.clone();
+    old.failed_per_second.clear();
+    let dir3 = tempfile::tempdir().unwrap();
+    common::write_run(dir3.path(), "old", &[old]);
+    let l3 = load_run(dir3.path()).unwrap();
+    let why = ProfileChart::errors(0, &l3.cells[0]).unwrap_err();
+    assert!(why.contains("no per-second error counts"), "{why}");
 }
 
 #[test]

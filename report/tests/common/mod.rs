@@ -48,6 +48,9 @@ pub struct CellSpec {
     pub profile: Option<profile::RateProfile>,
     /// The sidecar's CPU per request, µs (0: a flat 1 s of CPU over the cell).
     pub sidecar_us_per_request: f64,
+    /// Failed requests in each second, written as the log's `failed` tag and counted as
+    /// HTTP 5xx in run.json (empty: no `failed` tag, like a log of an older loadgen).
+    pub failed_per_second: Vec<u64>,
 }
 
 impl CellSpec {
@@ -73,6 +76,7 @@ impl CellSpec {
             search: None,
             profile: None,
             sidecar_us_per_request: 0.0,
+            failed_per_second: vec![],
         }
     }
 
@@ -301,14 +305,16 @@ pub fn lag_seconds(spec: &CellSpec) -> Vec<Histogram<u64>> {
 
 /// Write an interval log of (corrected, uncorrected) per-second histograms.
 pub fn write_hlog(path: &Path, seconds: &[(Histogram<u64>, Histogram<u64>)], base_s: u64) {
-    write_hlog_with_lag(path, seconds, &[], base_s)
+    write_hlog_with_lag(path, seconds, &[], &[], base_s)
 }
 
-/// [`write_hlog`], plus a `send_lag` interval per second from `lag`.
+/// [`write_hlog`], plus a `send_lag` interval per second from `lag` and a `failed` one
+/// from `failed`.
 pub fn write_hlog_with_lag(
     path: &Path,
     seconds: &[(Histogram<u64>, Histogram<u64>)],
     lag: &[Histogram<u64>],
+    failed: &[Histogram<u64>],
     base_s: u64,
 ) {
     let mut buf = Vec::new();
@@ -340,6 +346,10 @@ pub fn write_hlog_with_lag(
                 w.write_histogram(l, start, Duration::from_secs(1), Tag::new("send_lag"))
                     .unwrap();
             }
+            if let Some(f) = failed.get(i) {
+                w.write_histogram(f, start, Duration::from_secs(1), Tag::new("failed"))
+                    .unwrap();
+            }
         }
     }
     std::fs::write(path, buf).unwrap();
@@ -348,8 +358,17 @@ pub fn write_hlog_with_lag(
 pub fn cell(dir: &Path, index: usize, spec: &CellSpec) -> CellResult {
     let seconds = cell_seconds(spec);
     let lags = lag_seconds(spec);
+    let failed: Vec<Histogram<u64>> = spec
+        .failed_per_second
+        .iter()
+        .map(|&n| {
+            let mut h = new_hist();
+            h.record_n(spec.median_us as u64, n).unwrap();
+            h
+        })
+        .collect();
     let hlog = format!("cell-{index}.hlog");
-    write_hlog_with_lag(&dir.join(&hlog), &seconds, &lags, 1_790_000_000);
+    write_hlog_with_lag(&dir.join(&hlog), &seconds, &lags, &failed, 1_790_000_000);
     let mut lag_total = new_hist();
     for l in &lags {
         lag_total.add(l).unwrap();
@@ -363,7 +382,8 @@ pub fn cell(dir: &Path, index: usize, spec: &CellSpec) -> CellResult {
         u.add(b).unwrap();
     }
     let ok = c.len();
-    let errors = spec.errors;
+    let mut errors = spec.errors;
+    errors.http_5xx += spec.failed_per_second.iter().sum::<u64>();
     let requests = ok + errors.total();
     let total_w: f64 = spec.subsets.iter().map(|s| s.1).sum();
     let mut assigned = 0;
