@@ -1,5 +1,6 @@
 //! The io_uring engine of the random I/O phases: ONE thread keeps `queue_depth` reads or
-//! writes in flight (one aligned O_DIRECT buffer per slot), as fio's io_uring engine does.
+//! writes in flight (one aligned O_DIRECT buffer per slot), as fio's io_uring engine does,
+//! and, like fio by default, submits each replacement I/O as soon as its slot completes.
 //! Pushing a submission is the crate's only `unsafe` (see `push_rw`).
 
 use super::{block_count, err, new_hist, ns, seed, Aligned, Engine, RandResult, Rng, BLOCK};
@@ -146,7 +147,15 @@ pub fn rand_uring(
                 let off = (rng.next() % blocks) * BLOCK as u64;
                 started[slot] = Instant::now();
                 match push_rw(&mut ring, fd, &mut bufs[slot], off, write, slot) {
-                    Ok(()) => inflight += 1,
+                    Ok(()) => {
+                        inflight += 1;
+                        // To the device at once, one at a time, as fio does by default
+                        // (iodepth_batch_submit=1): held back until the next wait and sent
+                        // as a batch, the reads took ~25 % longer each on a virtio disk
+                        // (bench/probe.sh, BENCHMARKS.md). An error here leaves the entry
+                        // queued; the next `submit_and_wait` sends it or reports it.
+                        let _ = ring.submit();
+                    }
                     Err(e) => failure = Some(format!("{what}: queue full: {e}")),
                 }
             }
