@@ -8,6 +8,7 @@
 //! [`crate::units::Dur`] (`1m`, `1m30s`, `250ms`, `800us`).
 
 use crate::run::{CellResult, LATENCY_STATS};
+use crate::search::SearchOutcome;
 use crate::text::{signed_us, us};
 use crate::units::Dur;
 
@@ -240,10 +241,20 @@ impl Slo {
             SloMetric::Rate => Measured::Value(c.achieved_rate, format!("{:.1}/s", c.achieved_rate)),
             SloMetric::Capacity => match &c.search {
                 None => missing("this cell ran no capacity search ([search]), so the SLO cannot be judged"),
-                Some(s) => match s.capacity_rps {
-                    Some(v) => Measured::Value(v, format!("capacity {}", s.capacity_text())),
+                Some(s) => match (s.outcome, s.capacity_rps) {
+                    (SearchOutcome::Interrupted, _) => missing(
+                        "its capacity search was interrupted before it found a capacity, so the SLO cannot be judged",
+                    ),
+                    (SearchOutcome::MaxSteps, Some(v)) => Measured::Value(
+                        v,
+                        format!(
+                            "capacity {}, unconfirmed: the step budget ran out",
+                            s.capacity_text()
+                        ),
+                    ),
+                    (_, Some(v)) => Measured::Value(v, format!("capacity {}", s.capacity_text())),
                     // below the lower bound: nothing held, judged as zero
-                    None => Measured::Value(0.0, format!("capacity {}", s.capacity_text())),
+                    (_, None) => Measured::Value(0.0, format!("capacity {}", s.capacity_text())),
                 },
             },
         }

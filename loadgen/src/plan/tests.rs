@@ -1,5 +1,6 @@
 use super::*;
 use crate::scenario::Source;
+use meshbench_schema::slo::SloMetric;
 use std::time::Duration;
 
 fn plan(text: &str) -> Result<Plan, String> {
@@ -463,9 +464,13 @@ fn a_profile_sets_the_rate_and_window_and_a_search_its_bounds() {
     // "constant" is load.rate
     let p = plan("[target]\nurl = \"http://x/\"\n[load]\nrate = 5\nduration = \"1s\"\n[load.profile]\nkind = \"constant\"\n").unwrap();
     assert!(p.load.profile.is_none() && p.load.rate == Some(5.0));
-    let p = plan("[target]\nurl = \"http://x/\"\n[search]\nslo = [\"p99<10ms\"]\nmin = 200\nmax = 800\nresolution = \"2.5%\"\n").unwrap();
+    let p = plan("[target]\nurl = \"http://x/\"\n[search]\nslo = [\"p99<10ms\", \"send_lag<1ms\"]\nmin = 200\nmax = 800\nresolution = \"2.5%\"\n").unwrap();
     let s = p.search.as_ref().unwrap();
     assert_eq!((s.min, s.max, s.resolution), (200.0, 800.0, 0.025));
+    assert_eq!(
+        s.slo.iter().map(|o| o.metric).collect::<Vec<_>>(),
+        [SloMetric::Latency("p99"), SloMetric::SendLag]
+    );
     assert_eq!(s.step.0, profile::DEFAULT_SEARCH_STEP);
     assert_eq!(p.load.rate, Some(200.0));
     for (text, want) in [

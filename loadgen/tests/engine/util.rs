@@ -118,6 +118,8 @@ pub async fn run_text(dir: &Path, text: &str) -> RunOutput {
             (b.requests, b.ok, b.errors, &b.hlog)
         );
         assert_eq!(a.latency.corrected.p99_us, b.latency.corrected.p99_us);
+        // a capacity search's every step and its result
+        assert_eq!(a.search, b.search);
     }
     assert_eq!(back.warnings, run.result.warnings);
     run

@@ -581,6 +581,44 @@ fn a_capacity_slo_on_a_cell_without_a_search_fails_and_says_why() {
     );
 }
 
+#[test]
+fn a_capacity_slo_says_when_the_search_was_interrupted_or_unconfirmed() {
+    // interrupted after 2900 held: no capacity was found, so the gate cannot pass it, and
+    // says why rather than calling it "below the lower bound"
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = searched("cpu=500m,log=off", Some(500), "off", 2900.0, 20000.0);
+    let r = s.search.as_mut().unwrap();
+    r.outcome = SearchOutcome::Interrupted;
+    r.capacity_rps = None;
+    common::write_run(dir.path(), "capacity", &[s]);
+    let o = bin(&["gate", p(dir.path()), "--slo", "capacity>2000"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let row = gate_row(&out, "capacity>2000");
+    assert!(
+        row.contains("❌ Failed")
+            && row.contains("interrupted before it found a capacity")
+            && !row.contains("lower bound"),
+        "{row}"
+    );
+    // the step budget ran out: judged on the last pass, marked unconfirmed
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = searched("cpu=500m,log=off", Some(500), "off", 2900.0, 20000.0);
+    let r = s.search.as_mut().unwrap();
+    r.outcome = SearchOutcome::MaxSteps;
+    r.capacity_rps = Some(2800.0);
+    r.first_fail_rps = Some(3100.0);
+    common::write_run(dir.path(), "capacity", &[s]);
+    let o = bin(&["gate", p(dir.path()), "--slo", "capacity>2000"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    let row = gate_row(&out, "capacity>2000");
+    assert!(
+        row.contains("✅ Passed") && row.contains("capacity 2800 req/s (2800 held, 3100 failed), unconfirmed: the step budget ran out"),
+        "{row}"
+    );
+}
+
 /// `gate CUR --baseline BASE --max-regression capacity=10%`: (exit code, its row).
 fn capacity_gate(base: (f64, f64), cur: (f64, f64)) -> (Option<i32>, String) {
     let (b, c) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
