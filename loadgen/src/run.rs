@@ -9,9 +9,10 @@ use crate::engine::{self, CellLoad, EngineError, HlogSpec, Progress, Share, Targ
 use crate::plan::{CellPlan, Plan, TargetKind, TlsPlan};
 use crate::target::{self, CellTarget, TargetOptions};
 use meshbench_schema::{
-    CellResult, CheckResult, CheckStatus, GeneratorStats, HostFacts, RunResult, SubsetResult,
-    ToolInfo, WorkerStart, RUN_FILE, RUN_SCHEMA_VERSION,
+    CellResult, CheckResult, CheckStatus, ClockFacts, GeneratorStats, HostFacts, RunResult,
+    SubsetResult, ToolInfo, WorkerStart, RUN_FILE, RUN_SCHEMA_VERSION,
 };
+use probe::checks::timesync::ClockWatch;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -305,7 +306,45 @@ pub fn host_facts() -> HostFacts {
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
         cpu_model,
         cgroup_version,
+        clock: None,
     }
+}
+
+/// The host's wall clock: the kernel's NTP state now, and a watch of its steps and drift
+/// for the rest of the run (what a distributed run's shared start relies on).
+fn clock_start() -> (ClockFacts, Option<ClockWatch>) {
+    let mut f = ClockFacts::default();
+    match probe::checks::timesync::ntp_state() {
+        Ok(n) => {
+            f.synchronised = Some(!n.unsynchronised);
+            f.est_error_us = Some(n.est_error_us);
+            f.max_error_us = Some(n.max_error_us);
+        }
+        Err(e) => f.notes.push(format!("NTP state not read: {e}")),
+    }
+    let watch = match ClockWatch::start() {
+        Ok(w) => Some(w),
+        Err(e) => {
+            f.notes.push(format!("steps not watched: {e}"));
+            None
+        }
+    };
+    (f, watch)
+}
+
+/// Write run.json, with the clock's steps and drift up to now.
+fn save_run(
+    file: &Path,
+    run: &mut RunResult,
+    watch: Option<&ClockWatch>,
+) -> Result<(), meshbench_schema::SchemaError> {
+    if let (Some(w), Some(c)) = (watch, run.host.clock.as_mut()) {
+        let r = w.reading();
+        c.steps = Some(r.steps);
+        c.drift_ppm = Some(r.drift_ppm);
+        c.watched_s = Some(r.watched.as_secs_f64());
+    }
+    meshbench_schema::write_json_atomic(file, run)
 }
 
 /// Run every cell of `plan` against the target its [`TargetKind`] names.
@@ -366,6 +405,8 @@ pub async fn run_plan<T: CellTarget>(
         source,
     })?;
     remove_stale_temp_files(&dir);
+    let (clock_facts, clock_watch) = clock_start();
+    let save = |run: &mut RunResult| save_run(&dir.join(RUN_FILE), run, clock_watch.as_ref());
     let mut warnings = Vec::new();
     if plan.url_tls().is_some_and(|t| t.insecure_skip_verify) {
         warnings.push(
@@ -382,7 +423,10 @@ pub async fn run_plan<T: CellTarget>(
         finished_at: None,
         interrupted: false,
         plan: serde_json::to_value(plan).unwrap_or(serde_json::Value::Null),
-        host: host_facts(),
+        host: HostFacts {
+            clock: Some(clock_facts),
+            ..host_facts()
+        },
         slo: plan.slo.iter().map(|s| s.expr.clone()).collect(),
         warnings,
         cells: vec![],
@@ -405,10 +449,9 @@ pub async fn run_plan<T: CellTarget>(
         }),
         merged_from: vec![],
     };
-    let run_file = dir.join(RUN_FILE);
     // First written before any cell: a run killed half-way is recognisable (no
     // finished_at, cells missing from planned_cells).
-    meshbench_schema::write_json_atomic(&run_file, &run)?;
+    save(&mut run)?;
     let mut tls_cache: Option<(TlsPlan, Arc<rustls::ClientConfig>)> = None;
     let mut result = Ok(());
     for cell in &plan.cells {
@@ -430,7 +473,7 @@ pub async fn run_plan<T: CellTarget>(
             ));
             on_event(Event::CellFinished { cell, result: &r });
             run.cells.push(r);
-            meshbench_schema::write_json_atomic(&run_file, &run)?;
+            save(&mut run)?;
             if f.stop {
                 run.interrupted |= *opts.stop.borrow();
                 break;
@@ -447,7 +490,7 @@ pub async fn run_plan<T: CellTarget>(
                 });
                 run.cells.push(cell_result);
                 meshbench_schema::fill_added_latency(&mut run.cells);
-                meshbench_schema::write_json_atomic(&run_file, &run)?;
+                save(&mut run)?;
             }
             Err(e) => {
                 result = Err(e);
@@ -462,7 +505,7 @@ pub async fn run_plan<T: CellTarget>(
         run.warnings.push(format!("target teardown: {e}"));
     }
     run.finished_at = Some(humantime::format_rfc3339_seconds(SystemTime::now()).to_string());
-    meshbench_schema::write_json_atomic(&run_file, &run)?;
+    save(&mut run)?;
     result?;
     Ok(RunOutput { dir, result: run })
 }

@@ -192,7 +192,7 @@ pub fn run(cli: Cli) -> Result<u8, ReportError> {
             );
             for w in &m.run.merged_from {
                 println!(
-                    "  worker {}: {} ({}), {} cell(s){}",
+                    "  worker {}: {} ({}), {} cell(s){}{}",
                     w.index + 1,
                     w.host,
                     w.dir,
@@ -202,6 +202,10 @@ pub fn run(cli: Cli) -> Result<u8, ReportError> {
                             ", started up to {:.1} ms after the shared start",
                             l * 1000.0
                         ))
+                        .unwrap_or_default(),
+                    w.clock
+                        .as_ref()
+                        .map(|c| format!(", {}", crate::format::clock(c)))
                         .unwrap_or_default()
                 );
             }

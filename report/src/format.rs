@@ -69,6 +69,22 @@ pub fn cpu_label(millis: Option<u64>, raw: Option<&str>) -> String {
     }
 }
 
+/// A worker's clock in a few words: "clock synchronised (est. error 0.2 ms), 0 steps".
+pub fn clock(c: &meshbench_schema::ClockFacts) -> String {
+    let mut s = match c.synchronised {
+        Some(true) => "clock synchronised".to_string(),
+        Some(false) => "clock NOT synchronised".to_string(),
+        None => "clock state unknown".to_string(),
+    };
+    if let Some(e) = c.est_error_us {
+        s.push_str(&format!(" (est. error {:.1} ms)", e as f64 / 1000.0));
+    }
+    if let Some(n) = c.steps {
+        s.push_str(&format!(", {n} step(s) during the run"));
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

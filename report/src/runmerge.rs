@@ -302,6 +302,16 @@ pub fn merge_runs(inputs: &[PathBuf], out: &Path) -> Result<RunMerge, ReportErro
                 .map(|w| format!("worker {}/{count}: {w}", index_of(r) + 1)),
         );
     }
+    // a worker's clock that makes the shared start or the merged seconds doubtful
+    for (_, r) in &runs {
+        if let Some(c) = &r.host.clock {
+            warnings.extend(
+                c.concerns()
+                    .into_iter()
+                    .map(|w| format!("worker {}/{count}: {w}", index_of(r) + 1)),
+            );
+        }
+    }
     let merged_from: Vec<MergedWorker> = runs
         .iter()
         .map(|(d, r)| MergedWorker {
@@ -322,6 +332,7 @@ pub fn merge_runs(inputs: &[PathBuf], out: &Path) -> Result<RunMerge, ReportErro
                 .iter()
                 .filter_map(|c| c.worker_start.as_ref().map(|s| s.late_s))
                 .reduce(f64::max),
+            clock: r.host.clock.clone(),
         })
         .collect();
     let mut host = first.host.clone();

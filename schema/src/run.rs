@@ -59,6 +59,68 @@ pub struct HostFacts {
     /// "v1", "v2" or absent when no cgroup filesystem was found.
     #[serde(default)]
     pub cgroup_version: Option<String>,
+    /// The wall clock over the run (what a distributed run's shared start and merged
+    /// seconds rely on); absent in runs of loadgen versions before it was recorded.
+    #[serde(default)]
+    pub clock: Option<ClockFacts>,
+}
+
+/// The host's wall clock during a run: the kernel's NTP state at the start (`adjtimex`,
+/// read-only) and the steps and drift seen while the run went on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClockFacts {
+    /// The kernel held the clock synchronised by an NTP client (no `STA_UNSYNC`).
+    #[serde(default)]
+    pub synchronised: Option<bool>,
+    /// The NTP client's estimate of the clock's offset from true time (`esterror`), µs:
+    /// how far off this host's timestamps (and its idea of a shared start) probably are.
+    #[serde(default)]
+    pub est_error_us: Option<i64>,
+    /// Its bound (`maxerror`), µs.
+    #[serde(default)]
+    pub max_error_us: Option<i64>,
+    /// Discontinuous sets of the wall clock seen during the run (up to the last write of
+    /// run.json).
+    #[serde(default)]
+    pub steps: Option<u64>,
+    /// CLOCK_REALTIME against CLOCK_MONOTONIC_RAW over the run, ppm (steps included).
+    #[serde(default)]
+    pub drift_ppm: Option<f64>,
+    /// How long the clock was watched, seconds.
+    #[serde(default)]
+    pub watched_s: Option<f64>,
+    /// What could not be read, and why.
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+/// Above this estimated error a worker's wall clock can shift its seconds against the
+/// other workers' in a merged interval log by a visible part of an interval, µs.
+pub const CLOCK_EST_ERROR_LIMIT_US: i64 = 10_000;
+
+impl ClockFacts {
+    /// What about this clock makes a distributed run's shared start and merged seconds
+    /// doubtful, one line each (empty when nothing does).
+    pub fn concerns(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.synchronised == Some(false) {
+            out.push("its clock was not synchronised (kernel: STA_UNSYNC): its offset from the other workers is unknown".to_string());
+        }
+        if let Some(e) = self.est_error_us.filter(|&e| e > CLOCK_EST_ERROR_LIMIT_US) {
+            out.push(format!(
+                "its clock's estimated error was {:.1} ms (above {} ms): its seconds may sit that far from the other workers'",
+                e as f64 / 1000.0,
+                CLOCK_EST_ERROR_LIMIT_US / 1000
+            ));
+        }
+        if let Some(n) = self.steps.filter(|&n| n > 0) {
+            out.push(format!(
+                "its wall clock was stepped {n} time(s) during the run: its start times and interval timestamps moved with it"
+            ));
+        }
+        out.extend(self.notes.iter().map(|n| format!("its clock: {n}")));
+        out
+    }
 }
 
 /// The whole result of one `loadgen run`: what `run.json` holds.
@@ -141,6 +203,9 @@ pub struct MergedWorker {
     /// The latest it started any cell's schedule after the shared start, seconds.
     #[serde(default)]
     pub max_start_late_s: Option<f64>,
+    /// Its wall clock over its run, as its run.json had it.
+    #[serde(default)]
+    pub clock: Option<ClockFacts>,
 }
 
 /// When a worker's cell started against the shared start.

@@ -585,6 +585,11 @@ fn a_worker_killed_mid_run_is_merged_as_incomplete_and_marked() {
         "{}",
         m.cells[1].requests
     );
+    // each worker's clock, as its run.json had it (the killed one's up to its last write)
+    for w in &m.merged_from {
+        let c = w.clock.as_ref().expect("a worker's clock");
+        assert!(c.synchronised.is_some() && c.steps.is_some(), "{c:?}");
+    }
     // the gate fails the merged run
     let o = Command::new(bin("report"))
         .args(["gate"])
@@ -593,6 +598,58 @@ fn a_worker_killed_mid_run_is_merged_as_incomplete_and_marked() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
+    // a worker whose clock was unsynchronised, far off and stepped beside one whose clock
+    // was kept: the merge says so for the first only, in its output and in the merged
+    // run's warnings
+    let mut w1 = meshbench_schema::read_run(&dir.path().join("w1")).unwrap();
+    let c = w1.host.clock.get_or_insert_with(Default::default);
+    c.synchronised = Some(false);
+    c.est_error_us = Some(250_000);
+    c.steps = Some(3);
+    meshbench_schema::write_json_atomic(&dir.path().join("w1/run.json"), &w1).unwrap();
+    // and worker 2's as a well-kept node's (this host's own may be unsynchronised)
+    let mut w2 = meshbench_schema::read_run(&dir.path().join("w2")).unwrap();
+    let c = w2.host.clock.get_or_insert_with(Default::default);
+    c.synchronised = Some(true);
+    c.est_error_us = Some(200);
+    c.steps = Some(0);
+    meshbench_schema::write_json_atomic(&dir.path().join("w2/run.json"), &w2).unwrap();
+    let merged2 = dir.path().join("merged2");
+    let o = Command::new(bin("report"))
+        .args(["merge"])
+        .arg(dir.path().join("w1"))
+        .arg(dir.path().join("w2"))
+        .arg("--out")
+        .arg(&merged2)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        out.lines().any(|l| l.contains("worker 1:")
+            && l.contains(
+                "clock NOT synchronised (est. error 250.0 ms), 3 step(s) during the run"
+            )),
+        "{out}"
+    );
+    let m2 = meshbench_schema::read_run(&merged2).unwrap();
+    for want in [
+        "worker 1/2: its clock was not synchronised",
+        "worker 1/2: its clock's estimated error was 250.0 ms",
+        "worker 1/2: its wall clock was stepped 3 time(s) during the run",
+    ] {
+        assert!(
+            m2.warnings.iter().any(|w| w.starts_with(want)),
+            "{want}: {:?}",
+            m2.warnings
+        );
+    }
+    assert!(
+        !m2.warnings
+            .iter()
+            .any(|w| w.starts_with("worker 2/2: its clock")),
+        "{:?}",
+        m2.warnings
+    );
     // merging runs that are not one run is refused
     let other = dir.path().join("again");
     let o = Command::new(bin("report"))

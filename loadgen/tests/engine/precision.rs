@@ -162,3 +162,85 @@ fn a_cell_forced_late_fails_its_check_with_exit_1_and_keeps_its_results() {
     assert!(String::from_utf8_lossy(&o.stderr)
         .contains("--set checks.max_send_lag: checks.max_send_lag: `soon` is not a lateness"));
 }
+
+/// run.json records the host's wall clock (what a distributed run's shared start relies
+/// on): the kernel's NTP state as adjtimex reads it, and every step of the clock while the
+/// run went on. As root the test steps the clock twice during a 2 s cell (to its own
+/// reading: a set of well under a microsecond) and both are counted; without root it
+/// checks the record only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_json_records_the_clock_and_its_steps_during_the_run() {
+    let (addr, _srv) = app::spawn(app::AppConfig::default()).await.unwrap();
+    let root = nix::unistd::geteuid().is_root();
+    if !root {
+        eprintln!("SKIPPED (part): stepping the clock needs root; the record is still checked");
+    }
+    let stepper = root.then(|| {
+        std::thread::spawn(|| {
+            std::thread::sleep(std::time::Duration::from_millis(600));
+            for _ in 0..2 {
+                set_clock_to_itself();
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            }
+        })
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let run = run_text(
+        dir.path(),
+        &scenario(addr, "rate = 100\nduration = \"2s\"\nwarmup = \"0s\""),
+    )
+    .await;
+    if let Some(s) = stepper {
+        s.join().unwrap();
+    }
+    let c = run
+        .result
+        .host
+        .clock
+        .as_ref()
+        .expect("the clock is recorded");
+    let now = probe::checks::timesync::ntp_state().unwrap();
+    assert_eq!(c.synchronised, Some(!now.unsynchronised), "{c:?}");
+    assert!(
+        c.est_error_us.is_some() && c.max_error_us.is_some(),
+        "{c:?}"
+    );
+    assert!(c.notes.is_empty(), "{c:?}");
+    let watched = c.watched_s.unwrap();
+    assert!((2.0..30.0).contains(&watched), "{c:?}");
+    assert!(c.drift_ppm.unwrap().is_finite());
+    let steps = c.steps.unwrap();
+    if root {
+        // ours; a host whose clock is being stepped adds its own
+        assert!(steps >= 2, "{c:?}");
+        assert!(
+            c.concerns().iter().any(|l| l.contains("stepped")),
+            "{:?}",
+            c.concerns()
+        );
+    }
+    // as written on disk
+    let back = meshbench_schema::read_run(&run.dir).unwrap();
+    assert_eq!(back.host.clock.as_ref(), Some(c));
+}
+
+/// Set CLOCK_REALTIME to its own reading: a discontinuous set a timerfd with
+/// TFD_TIMER_CANCEL_ON_SET sees, that moves the clock by well under a microsecond.
+#[allow(unsafe_code)]
+fn set_clock_to_itself() {
+    use nix::libc;
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and valid pointers
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts);
+        assert_eq!(
+            libc::clock_settime(libc::CLOCK_REALTIME, &ts),
+            0,
+            "{}",
+            std::io::Error::last_os_error()
+        );
+    }
+}

@@ -10,6 +10,8 @@
 //! - drift: how much CLOCK_REALTIME advanced against CLOCK_MONOTONIC_RAW over the window,
 //!   in ppm (steps included; NTP slewing alone stays within 500 ppm).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use meshbench_schema::{Finding, Verdict};
@@ -41,8 +43,9 @@ pub struct NtpState {
     pub est_error_us: i64,
 }
 
+/// The kernel's NTP state now (also what `loadgen run` records of its host's clock).
 #[allow(unsafe_code)]
-fn ntp_state() -> Result<NtpState, String> {
+pub fn ntp_state() -> Result<NtpState, String> {
     // SAFETY: a zeroed timex with modes = 0 asks adjtimex to change nothing and fill it in
     let mut tx: libc::timex = unsafe { std::mem::zeroed() };
     let state = unsafe { libc::adjtimex(&mut tx) };
@@ -86,85 +89,183 @@ fn clock_pair() -> (Duration, Duration) {
     (best.1, best.2)
 }
 
-/// Count the wall clock's discontinuous changes during `window` (a timerfd cancelled on
-/// every set), and the drift of CLOCK_REALTIME against CLOCK_MONOTONIC_RAW over it, ppm.
+/// A file descriptor closed when dropped.
+struct Fd(i32);
+
+impl Drop for Fd {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        // SAFETY: a descriptor this struct owns
+        unsafe { libc::close(self.0) };
+    }
+}
+
+fn os_err(what: &str) -> String {
+    format!("{what}: {}", std::io::Error::last_os_error())
+}
+
+/// Arm `fd` (a CLOCK_REALTIME timerfd) with an absolute expiry a year ahead: it never
+/// fires, it is only cancelled by a set of the wall clock.
 #[allow(unsafe_code)]
-pub fn watch(window: Duration) -> Result<(u64, f64, Duration), String> {
-    let err = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
-    // SAFETY: plain syscalls on a descriptor this function owns and closes
-    let fd = unsafe { libc::timerfd_create(libc::CLOCK_REALTIME, libc::TFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(err("timerfd_create"));
-    }
-    struct Fd(i32);
-    impl Drop for Fd {
-        fn drop(&mut self) {
-            unsafe { libc::close(self.0) };
-        }
-    }
-    let fd = Fd(fd);
-    let arm = || {
-        // an absolute expiry a year ahead: it never fires, it is only cancelled
-        let far = now(libc::CLOCK_REALTIME) + Duration::from_secs(365 * 86_400);
-        let spec = libc::itimerspec {
-            it_interval: libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            },
-            it_value: libc::timespec {
-                tv_sec: far.as_secs() as libc::time_t,
-                tv_nsec: far.subsec_nanos() as _,
-            },
-        };
-        let flags = libc::TFD_TIMER_ABSTIME | libc::TFD_TIMER_CANCEL_ON_SET;
-        // SAFETY: valid fd and spec
-        if unsafe { libc::timerfd_settime(fd.0, flags, &spec, std::ptr::null_mut()) } < 0 {
-            Err(err("timerfd_settime"))
-        } else {
-            Ok(())
-        }
+fn arm(fd: i32) -> Result<(), String> {
+    let far = now(libc::CLOCK_REALTIME) + Duration::from_secs(365 * 86_400);
+    let spec = libc::itimerspec {
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: libc::timespec {
+            tv_sec: far.as_secs() as libc::time_t,
+            tv_nsec: far.subsec_nanos() as _,
+        },
     };
-    arm()?;
-    let (m0, r0) = clock_pair();
-    let started = Instant::now();
-    let mut steps = 0u64;
-    // bounded: at most `window` of wall time, and at most 100 000 steps counted
-    while started.elapsed() < window && steps < 100_000 {
-        let left = window.saturating_sub(started.elapsed());
-        let mut p = libc::pollfd {
-            fd: fd.0,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd
-        let n = unsafe { libc::poll(&mut p, 1, ms) };
-        if n < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err("poll"));
-        }
-        if n == 0 {
-            continue;
-        }
-        let mut buf = [0u8; 8];
-        // SAFETY: 8 bytes into an 8-byte buffer
-        let r = unsafe { libc::read(fd.0, buf.as_mut_ptr().cast(), 8) };
-        if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECANCELED) {
-            steps += 1;
-            arm()?;
-        }
-    }
-    let (m1, r1) = clock_pair();
-    let mono = m1.saturating_sub(m0).as_secs_f64();
-    let real = r1.as_secs_f64() - r0.as_secs_f64();
-    let drift = if mono > 0.0 {
-        (real - mono) / mono * 1e6
+    let flags = libc::TFD_TIMER_ABSTIME | libc::TFD_TIMER_CANCEL_ON_SET;
+    // SAFETY: valid fd and spec
+    if unsafe { libc::timerfd_settime(fd, flags, &spec, std::ptr::null_mut()) } < 0 {
+        Err(os_err("timerfd_settime"))
     } else {
-        0.0
-    };
-    Ok((steps, drift, started.elapsed()))
+        Ok(())
+    }
+}
+
+/// What a [`ClockWatch`] saw so far.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClockReading {
+    /// Discontinuous sets of the wall clock (settimeofday, clock_settime, an NTP step).
+    pub steps: u64,
+    /// How much faster CLOCK_REALTIME advanced than CLOCK_MONOTONIC_RAW, ppm (steps
+    /// included; NTP slewing alone stays within 500 ppm).
+    pub drift_ppm: f64,
+    pub watched: Duration,
+}
+
+/// Watches the wall clock from [`ClockWatch::start`] until dropped: a thread of its own
+/// blocks on a CLOCK_REALTIME timerfd armed with `TFD_TIMER_CANCEL_ON_SET`, which every
+/// discontinuous change of the wall clock cancels, so each step is counted and none is
+/// missed; an eventfd ends it. No periodic wake-ups: a load generator can run beside it.
+pub struct ClockWatch {
+    steps: Arc<AtomicU64>,
+    stop: Option<Fd>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    start: (Duration, Duration),
+    started: Instant,
+}
+
+impl ClockWatch {
+    #[allow(unsafe_code)]
+    pub fn start() -> Result<Self, String> {
+        // SAFETY: plain syscalls creating descriptors owned by `Fd`
+        let timer = unsafe { libc::timerfd_create(libc::CLOCK_REALTIME, libc::TFD_CLOEXEC) };
+        if timer < 0 {
+            return Err(os_err("timerfd_create"));
+        }
+        let timer = Fd(timer);
+        // SAFETY: as above
+        let stop = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        if stop < 0 {
+            return Err(os_err("eventfd"));
+        }
+        let stop = Fd(stop);
+        arm(timer.0)?;
+        let steps = Arc::new(AtomicU64::new(0));
+        let counted = steps.clone();
+        let stop_fd = stop.0;
+        let start = clock_pair();
+        let thread = std::thread::Builder::new()
+            .name("clock-watch".into())
+            .spawn(move || {
+                let timer = timer;
+                loop {
+                    let mut p = [
+                        libc::pollfd {
+                            fd: timer.0,
+                            events: libc::POLLIN,
+                            revents: 0,
+                        },
+                        libc::pollfd {
+                            fd: stop_fd,
+                            events: libc::POLLIN,
+                            revents: 0,
+                        },
+                    ];
+                    // SAFETY: two valid pollfds
+                    let n = unsafe { libc::poll(p.as_mut_ptr(), 2, -1) };
+                    if n < 0 {
+                        if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+                        {
+                            continue;
+                        }
+                        return;
+                    }
+                    if p[1].revents != 0 {
+                        return;
+                    }
+                    if p[0].revents == 0 {
+                        continue;
+                    }
+                    let mut buf = [0u8; 8];
+                    // SAFETY: 8 bytes into an 8-byte buffer
+                    let r = unsafe { libc::read(timer.0, buf.as_mut_ptr().cast(), 8) };
+                    if r < 0
+                        && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECANCELED)
+                    {
+                        counted.fetch_add(1, Ordering::Relaxed);
+                        if arm(timer.0).is_err() {
+                            return;
+                        }
+                    }
+                }
+            })
+            .map_err(|e| format!("clock watch thread: {e}"))?;
+        Ok(ClockWatch {
+            steps,
+            stop: Some(stop),
+            thread: Some(thread),
+            start,
+            started: Instant::now(),
+        })
+    }
+
+    /// Steps counted and drift measured since the start.
+    pub fn reading(&self) -> ClockReading {
+        let (m1, r1) = clock_pair();
+        let mono = m1.saturating_sub(self.start.0).as_secs_f64();
+        let real = r1.as_secs_f64() - self.start.1.as_secs_f64();
+        ClockReading {
+            steps: self.steps.load(Ordering::Relaxed),
+            drift_ppm: if mono > 0.0 {
+                (real - mono) / mono * 1e6
+            } else {
+                0.0
+            },
+            watched: self.started.elapsed(),
+        }
+    }
+}
+
+impl Drop for ClockWatch {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        if let Some(stop) = &self.stop {
+            let one: u64 = 1;
+            // SAFETY: 8 bytes from an 8-byte value into our eventfd
+            unsafe { libc::write(stop.0, (&one as *const u64).cast(), 8) };
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        // the eventfd closes only after the thread has seen it
+        self.stop.take();
+    }
+}
+
+/// Count the wall clock's discontinuous changes during `window`, and the drift of
+/// CLOCK_REALTIME against CLOCK_MONOTONIC_RAW over it, ppm.
+pub fn watch(window: Duration) -> Result<(u64, f64, Duration), String> {
+    let w = ClockWatch::start()?;
+    std::thread::sleep(window);
+    let r = w.reading();
+    Ok((r.steps, r.drift_ppm, r.watched))
 }
 
 /// The verdict of the measured state, steps per minute and drift.

@@ -584,6 +584,7 @@ pub fn write_run(dir: &Path, scenario: &str, specs: &[CellSpec]) -> RunResult {
             cpus: 2,
             cpu_model: "test".into(),
             cgroup_version: Some("v1".into()),
+            clock: None,
         },
         slo: vec![],
         warnings: vec![],
