@@ -11,6 +11,11 @@
 #   kubectl -n shop wait --for=condition=complete job/meshbench-load --timeout=1h
 #   deploy/render.sh ... --merge | kubectl apply -f -     # the merge Job (same flags)
 #
+# --results volume (default): every worker writes its run directory to a ReadWriteMany
+# claim and the merge Job merges them there. --results logs: no claim; every worker
+# prints its results to its log (loadgen run --log-results) and deploy/collect.sh reads
+# the pods' logs, unpacks and merges them where you run it (no merge Job).
+#
 # --start-in is relative to now (the moment of rendering): leave the scheduler and image
 # pulls time to start every pod before it; a worker that is late starts late on the same
 # schedule and the merged result says by how much.
@@ -19,7 +24,7 @@ set -euo pipefail
 die() { echo "render.sh: $*" >&2; exit 2; }
 
 scenario="" workers="" start_at="" start_in="" ns="default" image="meshbench/loadgen:latest"
-name="meshbench" storage_class="" cpu="1" merge=0 sets=()
+name="meshbench" storage_class="" cpu="1" merge=0 sets=() results="volume"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --scenario) scenario="${2:?--scenario needs a file}"; shift 2 ;;
@@ -33,7 +38,8 @@ while [[ $# -gt 0 ]]; do
     --cpu) cpu="${2:?}"; shift 2 ;;
     --set) sets+=("${2:?--set needs KEY=VALUE}"); shift 2 ;;
     --merge) merge=1; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    --results) results="${2:?--results needs volume or logs}"; shift 2 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) die "unknown argument \`$1\` (see --help)" ;;
   esac
 done
@@ -43,6 +49,8 @@ done
 [[ "$ns" =~ ^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$ ]] || die "--namespace \`$ns\` is not a Kubernetes namespace name"
 [[ "$name" =~ ^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$ ]] || die "--name \`$name\`: lowercase letters, digits and '-', at most 42"
 [[ "$cpu" =~ ^[0-9]+(\.[0-9]+)?m?$ ]] || die "--cpu \`$cpu\` is not a CPU quantity"
+[[ "$results" == volume || "$results" == logs ]] || die "--results \`$results\`: volume or logs"
+[[ $merge -eq 0 || "$results" == volume ]] || die "--merge: with --results logs there is no merge Job; collect and merge the logs with deploy/collect.sh"
 if [[ -n "$start_in" ]]; then
   [[ -z "$start_at" ]] || die "give --start-at or --start-in, not both"
   [[ "$start_in" =~ ^([0-9]+)s$ ]] || die "--start-in \`$start_in\`: seconds, like 120s"
@@ -117,6 +125,11 @@ $(labels 4)
 data:
   $file: |
 $(sed 's/^/    /' "$scenario")
+YAML
+if [[ "$results" == volume ]]; then
+  out_arg="/results/worker-\$(JOB_COMPLETION_INDEX)" log_arg="" results_volume="persistentVolumeClaim:
+            claimName: $name-results"
+  cat <<YAML
 ---
 # Every worker writes its own run directory here (/results/worker-<index>); the merge Job
 # reads them all, so the claim must be ReadWriteMany (NFS, CephFS, EFS, Filestore, ...).
@@ -133,6 +146,12 @@ $( [[ -n "$storage_class" ]] && echo "  storageClassName: $storage_class" )
   resources:
     requests:
       storage: 1Gi
+YAML
+else
+  # the results leave through the pod's log: collect them with deploy/collect.sh
+  out_arg="/results/run" log_arg=', "--log-results"' results_volume="emptyDir: {}"
+fi
+cat <<YAML
 ---
 apiVersion: batch/v1
 kind: Job
@@ -168,7 +187,7 @@ $(labels 8)
         - name: loadgen
           image: $image
           # JOB_COMPLETION_INDEX (0-based) is set by Kubernetes for an Indexed Job
-          command: ["loadgen", "run", "/scenario/$file", "--no-report", "--out", "/results/worker-\$(JOB_COMPLETION_INDEX)"$set_args]
+          command: ["loadgen", "run", "/scenario/$file", "--no-report", "--out", "$out_arg"$log_arg$set_args]
           env:
             - { name: MESHBENCH_WORKERS, value: "$workers" }
             - { name: MESHBENCH_START_AT, value: "$start_at" }
@@ -183,6 +202,5 @@ $(labels 8)
           configMap:
             name: $name-scenario
         - name: results
-          persistentVolumeClaim:
-            claimName: $name-results
+          $results_volume
 YAML

@@ -102,6 +102,26 @@ pub fn hlog(data: &[u8]) {
     }
 }
 
+/// `report unpack` of a log holding these bytes, into a fresh directory removed after.
+pub fn archive(data: &[u8]) {
+    let d = tempfile::Builder::new()
+        .prefix("archive-fuzz")
+        .tempdir_in(std::env::temp_dir())
+        .unwrap();
+    let log = d.path().join("pod.log");
+    std::fs::write(&log, data).unwrap();
+    let out = d.path().join("out");
+    if let Ok(got) = meshbench_schema::archive::unpack(&log, &out) {
+        for u in got {
+            // what came back is inside its own directory, under plain names
+            assert!(u.dir.starts_with(&out), "{}", u.dir.display());
+            for f in &u.files {
+                assert!(u.dir.join(f).is_file(), "{f}");
+            }
+        }
+    }
+}
+
 /// run.json as report reads it: version check, shape, and what report asks of it.
 pub fn run_json(data: &[u8]) {
     if let Ok(run) = meshbench_schema::files::parse_run(data, std::path::Path::new("run.json")) {

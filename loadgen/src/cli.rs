@@ -96,6 +96,12 @@ pub struct RunArgs {
     /// starts c slots later (a slot: warmup + duration + request timeout + 6 s).
     #[arg(long, value_name = "RFC3339")]
     pub start_at: Option<String>,
+    /// After the run (also one cut short by an error or a signal), write its results —
+    /// run.json and the interval logs — to standard output as a text archive, after the
+    /// summary: for machines whose only way out is their log (a Kubernetes pod:
+    /// `kubectl logs POD > w.log; report unpack w.log --out runs/`).
+    #[arg(long, conflicts_with = "json")]
+    pub log_results: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -355,6 +361,16 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<u8> {
     crate::target::mesh::check_cgroups(&plan, args.no_cpu_limits).map_err(anyhow::Error::msg)?;
     let default = crate::run::default_run_dir(&plan.name, std::time::SystemTime::now());
     let dir = crate::run::create_run_dir(args.out.as_deref(), &default, args.force)?;
+    // --log-results: the archive's name, "worker-I" for a worker of a distributed run
+    let archive = args.log_results.then(|| {
+        (
+            dir.clone(),
+            match &worker {
+                Some(w) if w.count > 1 => format!("worker-{}", w.index + 1),
+                _ => "run".to_string(),
+            },
+        )
+    });
     let rt = runtime(plan.load.threads)?;
     let out = rt.block_on(async {
         let (stop_tx, stop) = watch::channel(false);
@@ -369,8 +385,20 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<u8> {
         let out = crate::run::run(&plan, &targets, opts, &mut on_event).await;
         ui.finish();
         Ok::<_, anyhow::Error>(out?)
-    })?;
+    });
     rt.shutdown_background();
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => {
+            // what was measured before the error is on disk: it leaves through the log too
+            if let Some((dir, label)) = &archive {
+                if dir.join(meshbench_schema::RUN_FILE).is_file() {
+                    log_results(dir, label)?;
+                }
+            }
+            return Err(e);
+        }
+    };
     // The results are on disk by now; a report that cannot be drawn loses nothing measured.
     let report = (!args.no_report).then(|| report::render(&out.dir));
     let stdout = std::io::stdout();
@@ -392,6 +420,10 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<u8> {
         eprintln!("warning: {warning}");
     }
     w.flush()?;
+    drop(w);
+    if let Some((dir, label)) = &archive {
+        log_results(dir, label)?;
+    }
     Ok(if out.result.interrupted {
         EXIT_INTERRUPTED
     } else if !out.result.checks_passed() {
@@ -399,6 +431,15 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<u8> {
     } else {
         EXIT_OK
     })
+}
+
+/// `--log-results`: the run's results as a text archive on standard output.
+fn log_results(dir: &std::path::Path, label: &str) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut w = std::io::BufWriter::new(stdout.lock());
+    let n = meshbench_schema::archive::write_archive(dir, label, &mut w)?;
+    eprintln!("results: {n} file(s) of {} written to standard output as archive `{label}` (report unpack)", dir.display());
+    Ok(())
 }
 
 fn serve_cmd(a: ServeArgs) -> anyhow::Result<u8> {

@@ -66,6 +66,17 @@ pub enum Command {
         #[arg(required = true, num_args = 1.., value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
+    /// Write back the run directories archived in logs by `loadgen run --log-results`
+    /// (e.g. `kubectl logs` of each worker pod) as DIR/<name>, ready for `report merge`.
+    /// Exit 1 when a log holds no archive or one cut short (its whole files are still
+    /// written back).
+    Unpack {
+        #[arg(required = true, num_args = 1.., value_name = "LOG")]
+        logs: Vec<PathBuf>,
+        /// Directory to write the run directories into (each must not exist yet).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
     /// Probe reports of many nodes side by side: failed checks, steal and fsync p99 per
     /// node. Exit 1 when any node has a failed check.
     Fleet {
@@ -260,6 +271,32 @@ pub fn run(cli: Cli) -> Result<u8, ReportError> {
                 );
             }
             Ok(0)
+        }
+        Command::Unpack { logs, out } => {
+            let mut short = false;
+            for log in &logs {
+                let got = meshbench_schema::archive::unpack(log, &out)?;
+                if got.is_empty() {
+                    short = true;
+                    eprintln!(
+                        "warning: {}: no meshbench archive in it (was the run started with --log-results, and is this its whole log?)",
+                        log.display()
+                    );
+                }
+                for u in got {
+                    println!(
+                        "{}: {} file(s) from {}",
+                        u.dir.display(),
+                        u.files.len(),
+                        log.display()
+                    );
+                    if let Some(why) = &u.incomplete {
+                        short = true;
+                        eprintln!("warning: {}: archive `{}`: {why}", log.display(), u.label);
+                    }
+                }
+            }
+            Ok(u8::from(short))
         }
         Command::Fleet { reports, out } => {
             let f = fleet::load(&reports)?;

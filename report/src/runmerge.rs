@@ -229,14 +229,34 @@ pub fn merge_runs(inputs: &[PathBuf], out: &Path) -> Result<RunMerge, ReportErro
     }
     let index_of = |r: &RunResult| r.worker.as_ref().map_or(0, |w| w.index);
     let mut cells = Vec::new();
+    // the interval logs a worker's cell names that its directory lacks (a results archive
+    // cut short, a copy that stopped half-way): such a cell is not merged, and said so
+    let absent = |d: &Path, c: &CellResult| -> Vec<String> {
+        [c.hlog.as_ref(), c.parts_hlog.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter(|f| !d.join(f).is_file())
+            .cloned()
+            .collect()
+    };
     for (pos, id) in first.planned_cells.iter().enumerate() {
+        let mut unusable = 0;
         let have: Vec<(&Path, u32, &CellResult)> = runs
             .iter()
             .filter_map(|(d, r)| {
-                r.cells
-                    .iter()
-                    .find(|c| &c.id == id && c.measured())
-                    .map(|c| (d.as_path(), index_of(r), c))
+                let c = r.cells.iter().find(|c| &c.id == id && c.measured())?;
+                let gone = absent(d, c);
+                if gone.is_empty() {
+                    return Some((d.as_path(), index_of(r), c));
+                }
+                unusable += 1;
+                gaps.push(format!(
+                    "cell {id}: worker {}/{count}: {} missing from {}: not merged",
+                    index_of(r) + 1,
+                    gone.join(", "),
+                    d.display()
+                ));
+                None
             })
             .collect();
         if have.is_empty() {
@@ -247,7 +267,7 @@ pub fn merge_runs(inputs: &[PathBuf], out: &Path) -> Result<RunMerge, ReportErro
             .filter(|(_, r)| !r.cells.iter().any(|c| &c.id == id && c.measured()))
             .map(|(_, r)| format!("{}/{count}", index_of(r) + 1))
             .collect();
-        let short = !lacking.is_empty() || !missing.is_empty();
+        let short = !lacking.is_empty() || !missing.is_empty() || unusable > 0;
         if !lacking.is_empty() {
             gaps.push(format!(
                 "cell {id}: worker{} {} measured nothing: merged from {} of {count} workers",
@@ -293,7 +313,10 @@ pub fn merge_runs(inputs: &[PathBuf], out: &Path) -> Result<RunMerge, ReportErro
             unfinished.join(", ")
         ));
     }
-    let interrupted = runs.iter().any(|(_, r)| r.interrupted) || !missing.is_empty();
+    // a merged cell short of a worker's share makes the whole merged run incomplete
+    let interrupted = runs.iter().any(|(_, r)| r.interrupted)
+        || !missing.is_empty()
+        || cells.iter().any(|c| c.interrupted);
     let mut warnings: Vec<String> = gaps.clone();
     for (_, r) in &runs {
         warnings.extend(

@@ -37,12 +37,9 @@ pub enum SchemaError {
 /// report, TLS file, profile): 64 MiB. A larger file is refused, not read.
 pub const MAX_INPUT_BYTES: u64 = 64 << 20;
 
-/// Read a regular file, at most `limit` bytes. Anything else (a FIFO, a device such as
-/// /dev/zero, a directory) is refused without blocking: the file is opened with
-/// O_NONBLOCK and checked with fstat before a byte is read, so it cannot be swapped for a
-/// FIFO in between. Files that report no size (/proc) are read up to `limit` too.
-pub fn read_regular(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
+/// Open a regular file for reading, refusing anything else (a FIFO, a device, a
+/// directory) without blocking: opened with O_NONBLOCK, checked with fstat.
+pub fn open_regular(path: &Path) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new()
         .read(true)
@@ -54,6 +51,16 @@ pub fn read_regular(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
             "not a regular file (a FIFO, device or directory is not read)",
         ));
     }
+    Ok((f, meta))
+}
+
+/// Read a regular file, at most `limit` bytes. Anything else (a FIFO, a device such as
+/// /dev/zero, a directory) is refused without blocking: the file is opened with
+/// O_NONBLOCK and checked with fstat before a byte is read, so it cannot be swapped for a
+/// FIFO in between. Files that report no size (/proc) are read up to `limit` too.
+pub fn read_regular(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let (f, meta) = open_regular(path)?;
     if meta.len() > limit {
         return Err(std::io::Error::other(format!(
             "{} bytes is more than the {limit} this tool reads",

@@ -5,6 +5,7 @@
 //! - [`probe`]: probe reports ([`ProbeReport`]) written by `probe --json`, read by
 //!   `report fleet`;
 //! - [`hlog`]: the per-cell interval logs (`.hlog`, standard HdrHistogram format, µs);
+//! - [`archive`]: a run's results as log lines (`--log-results`, `report unpack`);
 //! - [`files`]: atomic writes and versioned readers (each error names the file);
 //! - [`units`]: durations and Kubernetes quantities, as scenarios, flags and SLOs write them;
 //! - [`profile`]: open-loop rate profiles (ramp, steps) and their exact schedule;
@@ -16,6 +17,7 @@
 //! JSON files carry a schema version; readers refuse versions they do not know.
 #![forbid(unsafe_code)]
 
+pub mod archive;
 pub mod exit;
 pub mod files;
 pub mod hlog;

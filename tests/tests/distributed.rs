@@ -227,6 +227,33 @@ fn scenario(dir: &Path, url: &str) -> PathBuf {
     p
 }
 
+/// `loadgen serve` on a loopback port: the process and its address.
+fn serve_app() -> (Child, String) {
+    let mut app = Command::new(bin("loadgen"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--header",
+            "x-version: v1",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(app.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    (app, addr)
+}
+
 fn rfc3339_in(d: Duration) -> String {
     humantime_like(SystemTime::now() + d)
 }
@@ -485,28 +512,7 @@ fn three_workers_in_their_own_namespaces_merge_into_the_single_machine_run() {
 fn a_worker_killed_mid_run_is_merged_as_incomplete_and_marked() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let mut app = Command::new(bin("loadgen"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--header",
-            "x-version: v1",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(app.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_string();
+    let (mut app, addr) = serve_app();
     let sc = dir.path().join("k.toml");
     std::fs::write(
         &sc,
@@ -668,6 +674,159 @@ fn a_worker_killed_mid_run_is_merged_as_incomplete_and_marked() {
     );
 }
 
+/// Results through pod logs (`deploy/render.sh --results logs`): two workers run with
+/// `--log-results`, their standard output plays each pod's log, and `deploy/collect.sh`
+/// with a stand-in kubectl that serves those logs gets back every worker's run directory
+/// byte for byte and merges them into what `report merge` makes of the directories
+/// themselves.
+#[test]
+fn worker_results_leave_through_their_logs_and_merge_as_from_a_volume() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let (mut app, addr) = serve_app();
+    let sc = dir.path().join("logs.toml");
+    std::fs::write(
+        &sc,
+        format!("name = \"logs\"\n[target]\nurl = \"http://{addr}/\"\ntimeout = \"1s\"\n[load]\nrate = 200\nduration = \"1s\"\nwarmup = \"0s\"\nconnections = 2\n[matrix]\nrate = [200, 100]\n"),
+    )
+    .unwrap();
+    let pods = dir.path().join("pods");
+    std::fs::create_dir(&pods).unwrap();
+    let start = rfc3339_in(Duration::from_secs(2));
+    let workers: Vec<Child> = (1..=2)
+        .map(|i| {
+            Command::new(bin("loadgen"))
+                .args(["run", sc.to_str().unwrap(), "--no-report", "--log-results"])
+                .args(["--worker", &format!("{i}/2"), "--start-at", &start, "--out"])
+                .arg(dir.path().join(format!("w{i}")))
+                .stdout(
+                    std::fs::File::create(pods.join(format!("meshbench-load-{}-x7k2p.log", i - 1)))
+                        .unwrap(),
+                )
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut w in workers {
+        assert!(w.wait().unwrap().success());
+    }
+    let _ = app.kill();
+    let _ = app.wait();
+    // the stand-in kubectl: `get pods` lists the logs, `logs POD -c loadgen` prints one;
+    // every call is recorded
+    let bin_dir = dir.path().join("bin");
+    std::fs::create_dir(&bin_dir).unwrap();
+    let kubectl = bin_dir.join("kubectl");
+    std::fs::write(
+        &kubectl,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> {calls}\ncase \"$3\" in\n  get) for f in {pods}/*.log; do basename \"$f\" .log; done ;;\n  logs) cat {pods}/\"$4\".log ;;\n  *) exit 3 ;;\nesac\n",
+            calls = dir.path().join("calls").display(),
+            pods = pods.display()
+        ),
+    )
+    .unwrap();
+    std::os::unix::fs::PermissionsExt::set_mode(
+        &mut std::fs::metadata(&kubectl).unwrap().permissions(),
+        0o755,
+    );
+    std::fs::set_permissions(
+        &kubectl,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let report_dir = bin("report").parent().unwrap().to_path_buf();
+    let path = format!(
+        "{}:{}:{}",
+        bin_dir.display(),
+        report_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let collected = dir.path().join("collected");
+    let o = Command::new(meshbench_tests::workspace_root().join("deploy/collect.sh"))
+        .args(["--namespace", "shop", "--out"])
+        .arg(&collected)
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let calls = std::fs::read_to_string(dir.path().join("calls")).unwrap();
+    assert!(
+        calls.contains("-n shop get pods -l app.kubernetes.io/instance=meshbench,app.kubernetes.io/component=load")
+            && calls.contains("-n shop logs meshbench-load-1-x7k2p -c loadgen"),
+        "{calls}"
+    );
+    // every worker's results, byte for byte
+    for i in 1..=2 {
+        let from = dir.path().join(format!("w{i}"));
+        let back = collected.join(format!("workers/worker-{i}"));
+        let names = meshbench_schema::archive::archived_files(&from).unwrap();
+        assert!(names.len() >= 3, "{names:?}");
+        assert_eq!(
+            meshbench_schema::archive::archived_files(&back).unwrap(),
+            names
+        );
+        for n in &names {
+            assert_eq!(
+                std::fs::read(back.join(n)).unwrap(),
+                std::fs::read(from.join(n)).unwrap(),
+                "worker {i}: {n}"
+            );
+        }
+    }
+    // merged as the directories themselves merge, and rendered
+    let direct = dir.path().join("direct");
+    let o = Command::new(bin("report"))
+        .args(["merge"])
+        .arg(dir.path().join("w1"))
+        .arg(dir.path().join("w2"))
+        .arg("--out")
+        .arg(&direct)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    let (a, b) = (
+        meshbench_schema::read_run(&collected.join("merged")).unwrap(),
+        meshbench_schema::read_run(&direct).unwrap(),
+    );
+    assert_eq!(a.cells.len(), 2);
+    assert_eq!(a.cells, b.cells);
+    assert_eq!(a.cells[0].requests + a.cells[1].requests, 300);
+    assert!(collected.join("merged/summary.md").is_file());
+    // a pod whose log lost its end: what came back is merged and marked, exit 1
+    let log0 = pods.join("meshbench-load-0-x7k2p.log");
+    let text = std::fs::read_to_string(&log0).unwrap();
+    // cut 30 characters into the first data line of cell-1.hlog
+    let file_line = text.find(" file cell-1.hlog ").unwrap();
+    let cut = file_line + text[file_line..].find('\n').unwrap() + 1 + 30;
+    std::fs::write(&log0, &text[..cut]).unwrap();
+    let again = dir.path().join("again");
+    let o = Command::new(meshbench_tests::workspace_root().join("deploy/collect.sh"))
+        .args(["--namespace", "shop", "--out"])
+        .arg(&again)
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("archive `worker-1`: the log ends inside cell-1.hlog"),
+        "{err}"
+    );
+    assert!(
+        err.contains("cell rate=100: worker 1/2: cell-1.hlog, cell-1.parts.hlog missing from"),
+        "{err}"
+    );
+    let m = meshbench_schema::read_run(&again.join("merged")).unwrap();
+    assert!(
+        !m.incomplete().is_empty(),
+        "the merged run is marked incomplete"
+    );
+    assert!(again.join("merged/summary.md").is_file());
+}
+
 /// The manifests in deploy/ and the ones deploy/render.sh renders are valid Kubernetes
 /// objects (kubernetes-validate, offline), say what they should, and bad arguments are one
 /// line and exit 2.
@@ -719,6 +878,26 @@ fn deploy_manifests_render_and_validate() {
     assert!(o.status.success());
     let merge = String::from_utf8(o.stdout).unwrap();
     assert!(merge.contains("report merge /results/worker-0 /results/worker-1 /results/worker-2 --out /results/merged"), "{merge}");
+    // results through the pods' logs: no claim, --log-results, a scratch volume
+    let o = run(&[
+        "--scenario",
+        "scenarios/real-mesh.toml",
+        "--workers",
+        "3",
+        "--start-at",
+        "2026-12-01T10:00:00Z",
+        "--results",
+        "logs",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let logs = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        logs.contains("\"--out\", \"/results/run\", \"--log-results\"]")
+            && logs.contains("emptyDir: {}")
+            && !logs.contains("PersistentVolumeClaim")
+            && !logs.contains("claimName"),
+        "{logs}"
+    );
     // bad arguments
     for (args, want) in [
         (
@@ -763,6 +942,31 @@ fn deploy_manifests_render_and_validate() {
             "--scenario nope.toml: no such file",
         ),
         (vec!["--bogus"], "unknown argument `--bogus`"),
+        (
+            vec![
+                "--scenario",
+                "scenarios/real-mesh.toml",
+                "--workers",
+                "2",
+                "--start-in",
+                "5s",
+                "--results",
+                "s3",
+            ],
+            "--results `s3`: volume or logs",
+        ),
+        (
+            vec![
+                "--scenario",
+                "scenarios/real-mesh.toml",
+                "--workers",
+                "2",
+                "--merge",
+                "--results",
+                "logs",
+            ],
+            "with --results logs there is no merge Job",
+        ),
     ] {
         let o = run(&args);
         let err = String::from_utf8_lossy(&o.stderr);
@@ -784,9 +988,11 @@ fn deploy_manifests_render_and_validate() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("load.yaml"), &load).unwrap();
     std::fs::write(dir.path().join("merge.yaml"), &merge).unwrap();
+    std::fs::write(dir.path().join("logs.yaml"), &logs).unwrap();
     let files = [
         dir.path().join("load.yaml"),
         dir.path().join("merge.yaml"),
+        dir.path().join("logs.yaml"),
         root.join("deploy/probe-daemonset.yaml"),
     ];
     for f in &files {

@@ -39,6 +39,13 @@ fn hlog_seeds_replay() {
 }
 
 #[test]
+fn archive_seeds_replay() {
+    for (_, s) in seeds("archive") {
+        targets::archive(&s);
+    }
+}
+
+#[test]
 fn run_json_seeds_replay() {
     for (_, s) in seeds("run_json") {
         targets::run_json(&s);
