@@ -727,10 +727,6 @@ fn worker_results_leave_through_their_logs_and_merge_as_from_a_volume() {
         ),
     )
     .unwrap();
-    std::os::unix::fs::PermissionsExt::set_mode(
-        &mut std::fs::metadata(&kubectl).unwrap().permissions(),
-        0o755,
-    );
     std::fs::set_permissions(
         &kubectl,
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
@@ -743,13 +739,16 @@ fn worker_results_leave_through_their_logs_and_merge_as_from_a_volume() {
         report_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
+    let collect = |out: &Path| {
+        Command::new(meshbench_tests::workspace_root().join("deploy/collect.sh"))
+            .args(["--namespace", "shop", "--out"])
+            .arg(out)
+            .env("PATH", &path)
+            .output()
+            .unwrap()
+    };
     let collected = dir.path().join("collected");
-    let o = Command::new(meshbench_tests::workspace_root().join("deploy/collect.sh"))
-        .args(["--namespace", "shop", "--out"])
-        .arg(&collected)
-        .env("PATH", &path)
-        .output()
-        .unwrap();
+    let o = collect(&collected);
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert_eq!(o.status.code(), Some(0), "{err}");
     let calls = std::fs::read_to_string(dir.path().join("calls")).unwrap();
@@ -803,12 +802,7 @@ fn worker_results_leave_through_their_logs_and_merge_as_from_a_volume() {
     let cut = file_line + text[file_line..].find('\n').unwrap() + 1 + 30;
     std::fs::write(&log0, &text[..cut]).unwrap();
     let again = dir.path().join("again");
-    let o = Command::new(meshbench_tests::workspace_root().join("deploy/collect.sh"))
-        .args(["--namespace", "shop", "--out"])
-        .arg(&again)
-        .env("PATH", &path)
-        .output()
-        .unwrap();
+    let o = collect(&again);
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(

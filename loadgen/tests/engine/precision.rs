@@ -179,7 +179,7 @@ async fn run_json_records_the_clock_and_its_steps_during_the_run() {
         std::thread::spawn(|| {
             std::thread::sleep(std::time::Duration::from_millis(600));
             for _ in 0..2 {
-                set_clock_to_itself();
+                probe::checks::timesync::set_clock_to_itself().unwrap();
                 std::thread::sleep(std::time::Duration::from_millis(300));
             }
         })
@@ -222,25 +222,4 @@ async fn run_json_records_the_clock_and_its_steps_during_the_run() {
     // as written on disk
     let back = meshbench_schema::read_run(&run.dir).unwrap();
     assert_eq!(back.host.clock.as_ref(), Some(c));
-}
-
-/// Set CLOCK_REALTIME to its own reading: a discontinuous set a timerfd with
-/// TFD_TIMER_CANCEL_ON_SET sees, that moves the clock by well under a microsecond.
-#[allow(unsafe_code)]
-fn set_clock_to_itself() {
-    use nix::libc;
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid clock id and valid pointers
-    unsafe {
-        libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts);
-        assert_eq!(
-            libc::clock_settime(libc::CLOCK_REALTIME, &ts),
-            0,
-            "{}",
-            std::io::Error::last_os_error()
-        );
-    }
 }
