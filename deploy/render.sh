@@ -50,6 +50,7 @@ done
 [[ "$name" =~ ^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$ ]] || die "--name \`$name\`: lowercase letters, digits and '-', at most 42"
 [[ "$cpu" =~ ^[0-9]+(\.[0-9]+)?m?$ ]] || die "--cpu \`$cpu\` is not a CPU quantity"
 [[ "$results" == volume || "$results" == logs ]] || die "--results \`$results\`: volume or logs"
+[[ -z "$storage_class" || "$results" == volume ]] || die "--storage-class: only with --results volume (logs mode has no claim)"
 [[ $merge -eq 0 || "$results" == volume ]] || die "--merge: with --results logs there is no merge Job; collect and merge the logs with deploy/collect.sh"
 if [[ -n "$start_in" ]]; then
   [[ -z "$start_at" ]] || die "give --start-at or --start-in, not both"

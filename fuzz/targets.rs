@@ -112,7 +112,7 @@ pub fn archive(data: &[u8]) {
     std::fs::write(&log, data).unwrap();
     let out = d.path().join("out");
     if let Ok(got) = meshbench_schema::archive::unpack(&log, &out) {
-        for u in got {
+        for u in got.archives {
             // what came back is inside its own directory, under plain names
             assert!(u.dir.starts_with(&out), "{}", u.dir.display());
             for f in &u.files {

@@ -393,7 +393,9 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<u8> {
             // what was measured before the error is on disk: it leaves through the log too
             if let Some((dir, label)) = &archive {
                 if dir.join(meshbench_schema::RUN_FILE).is_file() {
-                    log_results(dir, label)?;
+                    if let Err(a) = log_results(dir, label) {
+                        eprintln!("error: results not written to the log: {a}");
+                    }
                 }
             }
             return Err(e);

@@ -341,8 +341,13 @@ fn save_run(
     if let (Some(w), Some(c)) = (watch, run.host.clock.as_mut()) {
         let r = w.reading();
         c.steps = Some(r.steps);
-        c.drift_ppm = Some(r.drift_ppm);
+        // over less than a second the drift is the reading's own noise
+        c.drift_ppm = (r.watched >= std::time::Duration::from_secs(1)).then_some(r.drift_ppm);
         c.watched_s = Some(r.watched.as_secs_f64());
+        const STOPPED: &str = "step counting stopped on an error: later steps were not counted";
+        if !r.counting && !c.notes.iter().any(|n| n == STOPPED) {
+            c.notes.push(STOPPED.to_string());
+        }
     }
     meshbench_schema::write_json_atomic(file, run)
 }

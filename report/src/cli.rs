@@ -273,17 +273,33 @@ pub fn run(cli: Cli) -> Result<u8, ReportError> {
             Ok(0)
         }
         Command::Unpack { logs, out } => {
+            // every log is read, whatever an earlier one held: one damaged log must not
+            // keep the other workers' results from coming back
             let mut short = false;
             for log in &logs {
-                let got = meshbench_schema::archive::unpack(log, &out)?;
-                if got.is_empty() {
+                let got = match meshbench_schema::archive::unpack(log, &out) {
+                    Ok(got) => got,
+                    Err(e) => {
+                        short = true;
+                        eprintln!("warning: {e} (its whole files before that are written back)");
+                        continue;
+                    }
+                };
+                if let Some(line) = got.orphaned_from {
+                    short = true;
+                    eprintln!(
+                        "warning: {}: archive lines from line {line} on have no `begin`: the log lost its start (rotated?) and that archive with it",
+                        log.display()
+                    );
+                }
+                if got.archives.is_empty() && got.orphaned_from.is_none() {
                     short = true;
                     eprintln!(
                         "warning: {}: no meshbench archive in it (was the run started with --log-results, and is this its whole log?)",
                         log.display()
                     );
                 }
-                for u in got {
+                for u in got.archives {
                     println!(
                         "{}: {} file(s) from {}",
                         u.dir.display(),

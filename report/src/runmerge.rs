@@ -221,9 +221,10 @@ pub fn merge_runs(inputs: &[PathBuf], out: &Path) -> Result<RunMerge, ReportErro
         .collect();
     if !missing.is_empty() {
         gaps.push(format!(
-            "worker{} {} missing: merged from {} of {count} workers",
-            if missing.len() == 1 { " is" } else { "s are" },
+            "worker{} {} {} missing: merged from {} of {count} workers",
+            if missing.len() == 1 { "" } else { "s" },
             missing.join(", "),
+            if missing.len() == 1 { "is" } else { "are" },
             runs.len()
         ));
     }
@@ -347,7 +348,7 @@ pub fn merge_runs(inputs: &[PathBuf], out: &Path) -> Result<RunMerge, ReportErro
             cells: r
                 .cells
                 .iter()
-                .filter(|c| c.measured())
+                .filter(|c| c.measured() && absent(d, c).is_empty())
                 .map(|c| c.id.clone())
                 .collect(),
             max_start_late_s: r

@@ -163,6 +163,19 @@ pub struct Unpacked {
     pub incomplete: Option<String>,
 }
 
+/// What one log gave back.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Unpack {
+    pub archives: Vec<Unpacked>,
+    /// The first of archive lines found outside any archive: the log lost its start, and
+    /// with it the archive's `begin` (after a rotation kubelet keeps only the newest part
+    /// of a container's log). They were skipped.
+    pub orphaned_from: Option<usize>,
+}
+
+/// Most bytes one `unpack` writes back in all (the sum of the files' stated sizes).
+pub const MAX_UNPACK_BYTES: u64 = 4 << 30;
+
 /// A file being written back.
 struct Open {
     name: String,
@@ -172,10 +185,50 @@ struct Open {
     line: usize,
 }
 
+/// Where the reading of a log stands.
+#[derive(Default)]
+struct State {
+    got: Unpack,
+    cur: Option<(Unpacked, Option<Open>)>,
+    stated: u64,
+}
+
 /// Write back every archive in `log` into `out/<label>/` (each directory must not exist
-/// yet). Malformed lines are an error naming the log and line; a log that ends inside an
-/// archive gives back its whole files and says what is missing (`incomplete`).
-pub fn unpack(log: &Path, out: &Path) -> Result<Vec<Unpacked>, SchemaError> {
+/// yet). Malformed lines are an error naming the log and line (what was whole before it
+/// stays written back; no partial file is left); a log that ends inside an archive gives
+/// back its whole files and says what is missing (`incomplete`); archive lines before
+/// any `begin` (a log that lost its start) are skipped and said (`orphaned_from`).
+pub fn unpack(log: &Path, out: &Path) -> Result<Unpack, SchemaError> {
+    let mut st = State::default();
+    let result = read_log(log, out, &mut st);
+    if let Some((_, Some(o))) = &st.cur {
+        if result.is_err() {
+            let _ = std::fs::remove_file(&o.tmp);
+        }
+    }
+    result?;
+    if let Some((mut u, open)) = st.cur.take() {
+        // the file the log ends in is whole when its gzip trailer and size say so
+        let cut = match open {
+            None => "the log ends before the archive's end".to_string(),
+            Some(o) => {
+                let (name, line) = (o.name.clone(), o.line);
+                match close(o, &mut u) {
+                    Ok(()) => "the log ends before the archive's end".to_string(),
+                    Err(why) => format!("the log ends inside {name} (from line {line}): {why}"),
+                }
+            }
+        };
+        u.incomplete = Some(format!(
+            "{cut}; {} whole file(s) came back (a container log rotated or cut short?)",
+            u.files.len()
+        ));
+        st.got.archives.push(u);
+    }
+    Ok(st.got)
+}
+
+fn read_log(log: &Path, out: &Path, st: &mut State) -> Result<(), SchemaError> {
     let bad = |line: usize, msg: String| SchemaError::Io {
         path: log.to_path_buf(),
         source: std::io::Error::other(format!("line {line}: {msg}")),
@@ -185,10 +238,9 @@ pub fn unpack(log: &Path, out: &Path) -> Result<Vec<Unpacked>, SchemaError> {
         source,
     })?;
     let mut reader = std::io::BufReader::new(f);
-    let mut done: Vec<Unpacked> = Vec::new();
-    let mut cur: Option<(Unpacked, Option<Open>)> = None;
     let mut buf = Vec::new();
     let mut n = 0usize;
+    let mut at_line_start = true;
     loop {
         buf.clear();
         // a line longer than any archive line is someone else's; read it in bounded pieces
@@ -202,9 +254,11 @@ pub fn unpack(log: &Path, out: &Path) -> Result<Vec<Unpacked>, SchemaError> {
         if got == 0 {
             break;
         }
-        if buf.last() == Some(&b'\n') {
+        if at_line_start {
             n += 1;
-        } else if got < 64 << 10 {
+        }
+        at_line_start = buf.last() == Some(&b'\n');
+        if !at_line_start && got < 64 << 10 {
             // the log's last line, cut where the log was cut: not an archive line to trust
             break;
         }
@@ -215,7 +269,13 @@ pub fn unpack(log: &Path, out: &Path) -> Result<Vec<Unpacked>, SchemaError> {
             return Err(bad(n, "an archive line that is not text".into()));
         };
         let mut words = text.split_whitespace();
-        match (words.next(), cur.as_mut()) {
+        let word = words.next();
+        if word != Some("begin") && st.cur.is_none() {
+            // its begin was lost with the start of the log
+            st.got.orphaned_from.get_or_insert(n);
+            continue;
+        }
+        match (word, st.cur.as_mut()) {
             (Some("begin"), None) => {
                 let label = words.next().unwrap_or_default();
                 if !plain_name(label) {
@@ -233,7 +293,7 @@ pub fn unpack(log: &Path, out: &Path) -> Result<Vec<Unpacked>, SchemaError> {
                     path: dir.clone(),
                     source,
                 })?;
-                cur = Some((
+                st.cur = Some((
                     Unpacked {
                         label: label.to_string(),
                         dir,
@@ -252,12 +312,6 @@ pub fn unpack(log: &Path, out: &Path) -> Result<Vec<Unpacked>, SchemaError> {
                     ),
                 ))
             }
-            (Some(_), None) => {
-                return Err(bad(
-                    n,
-                    "an archive line outside an archive (its `begin` is missing)".into(),
-                ))
-            }
             (Some("file"), Some((u, open))) => {
                 if let Some(o) = open.take() {
                     close(o, u).map_err(|m| bad(n, m))?;
@@ -267,6 +321,9 @@ pub fn unpack(log: &Path, out: &Path) -> Result<Vec<Unpacked>, SchemaError> {
                 };
                 if !plain_name(name) {
                     return Err(bad(n, format!("file name `{name}` is not a plain name")));
+                }
+                if u.files.iter().any(|f| f == name) {
+                    return Err(bad(n, format!("{name} is in archive `{}` twice", u.label)));
                 }
                 let size: u64 = size
                     .parse()
@@ -278,6 +335,13 @@ pub fn unpack(log: &Path, out: &Path) -> Result<Vec<Unpacked>, SchemaError> {
                             format!("file size `{size}` is not a size up to {MAX_FILE_BYTES}"),
                         )
                     })?;
+                st.stated += size;
+                if st.stated > MAX_UNPACK_BYTES {
+                    return Err(bad(
+                        n,
+                        format!("more than {MAX_UNPACK_BYTES} bytes in all: not written back"),
+                    ));
+                }
                 let tmp = u.dir.join(format!(".{name}.unpack"));
                 let file = std::fs::OpenOptions::new()
                     .write(true)
@@ -328,8 +392,8 @@ pub fn unpack(log: &Path, out: &Path) -> Result<Vec<Unpacked>, SchemaError> {
                         ),
                     ));
                 }
-                let (u, _) = cur.take().expect("an archive is open");
-                done.push(u);
+                let (u, _) = st.cur.take().expect("an archive is open");
+                st.got.archives.push(u);
             }
             (word, _) => {
                 return Err(bad(
@@ -339,23 +403,7 @@ pub fn unpack(log: &Path, out: &Path) -> Result<Vec<Unpacked>, SchemaError> {
             }
         }
     }
-    if let Some((mut u, open)) = cur {
-        // the file the log ends in is whole when its gzip trailer and size say so
-        let (name, line) = open
-            .as_ref()
-            .map(|o| (o.name.clone(), o.line))
-            .unwrap_or_default();
-        let cut = match open.map(|o| close(o, &mut u)) {
-            Some(Err(_)) => format!("the log ends inside {name} (from line {line})"),
-            _ => "the log ends before the archive's end".to_string(),
-        };
-        u.incomplete = Some(format!(
-            "{cut}: only {} whole file(s) came back (a container log rotated or cut short?)",
-            u.files.len()
-        ));
-        done.push(u);
-    }
-    Ok(done)
+    Ok(())
 }
 
 /// Finish a file being written back: the gzip trailer (CRC-32, length) and the stated size
@@ -450,8 +498,8 @@ mod tests {
         std::fs::write(&log_path, log).unwrap();
         let out = tempfile::tempdir().unwrap();
         let got = unpack(&log_path, &out.path().join("runs")).unwrap();
-        assert_eq!(got.len(), 1);
-        let u = &got[0];
+        assert_eq!((got.archives.len(), got.orphaned_from), (1, None));
+        let u = &got.archives[0];
         assert_eq!(u.incomplete, None);
         assert_eq!(u.files, ["run.json", "cell-0.hlog", "cell-1.hlog"]);
         for f in &u.files {
@@ -487,7 +535,9 @@ mod tests {
         let log = lines[..at].join("\n") + "\n" + &lines[at][..30];
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("l"), log).unwrap();
-        let got = unpack(&d.path().join("l"), &d.path().join("o")).unwrap();
+        let got = unpack(&d.path().join("l"), &d.path().join("o"))
+            .unwrap()
+            .archives;
         assert_eq!(got[0].files, ["run.json"]);
         let why = got[0].incomplete.as_deref().unwrap();
         assert!(why.contains("inside cell-0.hlog"), "{why}");
@@ -544,7 +594,10 @@ mod tests {
                 text.replace(" file run.json ", " file run.json 1"),
                 "were archived",
             ),
-            (format!("{MARKER} data AAAA\n"), "outside an archive"),
+            (
+                text.replacen(" file cell-1.hlog ", " file cell-0.hlog ", 1),
+                "cell-0.hlog is in archive `w1` twice",
+            ),
         ];
         for (i, (log, want)) in cases.into_iter().enumerate() {
             let d = tempfile::tempdir().unwrap();
@@ -555,6 +608,10 @@ mod tests {
                 e.contains("pod.log: line ") && e.contains(want),
                 "case {i}: {e}"
             );
+            // no partial file is left behind
+            for entry in walk(&d.path().join("o")) {
+                assert!(!entry.ends_with(".unpack"), "case {i}: {entry}");
+            }
         }
     }
 
@@ -563,7 +620,39 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("pod.log");
         std::fs::write(&p, "listening on 127.0.0.1:8080\nno results here\n").unwrap();
-        assert!(unpack(&p, &d.path().join("o")).unwrap().is_empty());
+        assert_eq!(unpack(&p, &d.path().join("o")).unwrap(), Unpack::default());
         assert!(!d.path().join("o").exists());
+    }
+
+    /// After a rotation kubelet keeps the newest part of a log: an archive whose start was
+    /// lost is skipped and said, and a whole one after it still comes back.
+    #[test]
+    fn a_log_that_lost_its_start_skips_the_headless_archive_and_says_where() {
+        let src = tempfile::tempdir().unwrap();
+        run_dir(src.path());
+        let first = archive(src.path(), "w1");
+        let second = archive(src.path(), "w2");
+        let headless: String = first.lines().skip(4).map(|l| format!("{l}\n")).collect();
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("pod.log");
+        std::fs::write(&p, format!("{headless}some other line\n{second}")).unwrap();
+        let got = unpack(&p, &d.path().join("o")).unwrap();
+        assert_eq!(got.orphaned_from, Some(1));
+        assert_eq!(got.archives.len(), 1);
+        assert_eq!(got.archives[0].label, "w2");
+        assert_eq!(got.archives[0].incomplete, None);
+    }
+
+    fn walk(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p.display().to_string());
+            }
+        }
+        out
     }
 }

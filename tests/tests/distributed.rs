@@ -721,7 +721,7 @@ fn worker_results_leave_through_their_logs_and_merge_as_from_a_volume() {
     std::fs::write(
         &kubectl,
         format!(
-            "#!/bin/sh\necho \"$*\" >> {calls}\ncase \"$3\" in\n  get) for f in {pods}/*.log; do basename \"$f\" .log; done ;;\n  logs) cat {pods}/\"$4\".log ;;\n  *) exit 3 ;;\nesac\n",
+            "#!/bin/sh\necho \"$*\" >> {calls}\ncase \"$3\" in\n  get) for f in {pods}/*.log; do basename \"$f\" .log; done; cat {pods}/extra 2>/dev/null; true ;;\n  logs) cat {pods}/\"$4\".log ;;\n  *) exit 3 ;;\nesac\n",
             calls = dir.path().join("calls").display(),
             pods = pods.display()
         ),
@@ -819,6 +819,25 @@ fn worker_results_leave_through_their_logs_and_merge_as_from_a_volume() {
         "the merged run is marked incomplete"
     );
     assert!(again.join("merged/summary.md").is_file());
+    // a pod whose log cannot be read, and a log cut inside run.json: both left out, said,
+    // exit 1, and the one whole worker still merged and rendered
+    std::fs::write(pods.join("extra"), "meshbench-load-9-gone\n").unwrap();
+    let rj = text.find(" file run.json ").unwrap();
+    let cut = rj + text[rj..].find('\n').unwrap() + 1 + 40;
+    std::fs::write(&log0, &text[..cut]).unwrap();
+    let third = dir.path().join("third");
+    let o = collect(&third);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("meshbench-load-9-gone: its log could not be read")
+            && err.contains("worker-1: its run.json did not come back; left out of the merge")
+            && err.contains("worker 1/2 is missing: merged from 1 of 2 workers"),
+        "{err}"
+    );
+    let m = meshbench_schema::read_run(&third.join("merged")).unwrap();
+    assert_eq!(m.merged_from.len(), 1);
+    assert!(third.join("merged/summary.md").is_file());
 }
 
 /// The manifests in deploy/ and the ones deploy/render.sh renders are valid Kubernetes

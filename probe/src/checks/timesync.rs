@@ -10,7 +10,7 @@
 //! - drift: how much CLOCK_REALTIME advanced against CLOCK_MONOTONIC_RAW over the window,
 //!   in ppm (steps included; NTP slewing alone stays within 500 ppm).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -137,14 +137,19 @@ pub struct ClockReading {
     /// included; NTP slewing alone stays within 500 ppm).
     pub drift_ppm: f64,
     pub watched: Duration,
+    /// False once the watching thread stopped on an error of its own (poll, re-arming the
+    /// timer): steps after that were not counted.
+    pub counting: bool,
 }
 
 /// Watches the wall clock from [`ClockWatch::start`] until dropped: a thread of its own
 /// blocks on a CLOCK_REALTIME timerfd armed with `TFD_TIMER_CANCEL_ON_SET`, which every
-/// discontinuous change of the wall clock cancels, so each step is counted and none is
-/// missed; an eventfd ends it. No periodic wake-ups: a load generator can run beside it.
+/// discontinuous change of the wall clock cancels, so every step is counted (sets closer
+/// together than the thread wakes count as one); an eventfd ends it. No periodic
+/// wake-ups: a load generator can run beside it.
 pub struct ClockWatch {
     steps: Arc<AtomicU64>,
+    counting: Arc<AtomicBool>,
     stop: Option<Fd>,
     thread: Option<std::thread::JoinHandle<()>>,
     start: (Duration, Duration),
@@ -169,12 +174,16 @@ impl ClockWatch {
         arm(timer.0)?;
         let steps = Arc::new(AtomicU64::new(0));
         let counted = steps.clone();
+        let counting = Arc::new(AtomicBool::new(true));
+        let alive = counting.clone();
         let stop_fd = stop.0;
         let start = clock_pair();
         let thread = std::thread::Builder::new()
             .name("clock-watch".into())
             .spawn(move || {
                 let timer = timer;
+                // every return but the eventfd's is the watch failing: say so
+                let failed = || alive.store(false, Ordering::Relaxed);
                 loop {
                     let mut p = [
                         libc::pollfd {
@@ -195,7 +204,7 @@ impl ClockWatch {
                         {
                             continue;
                         }
-                        return;
+                        return failed();
                     }
                     if p[1].revents != 0 {
                         return;
@@ -211,7 +220,7 @@ impl ClockWatch {
                     {
                         counted.fetch_add(1, Ordering::Relaxed);
                         if arm(timer.0).is_err() {
-                            return;
+                            return failed();
                         }
                     }
                 }
@@ -219,6 +228,7 @@ impl ClockWatch {
             .map_err(|e| format!("clock watch thread: {e}"))?;
         Ok(ClockWatch {
             steps,
+            counting,
             stop: Some(stop),
             thread: Some(thread),
             start,
@@ -239,6 +249,7 @@ impl ClockWatch {
                 0.0
             },
             watched: self.started.elapsed(),
+            counting: self.counting.load(Ordering::Relaxed),
         }
     }
 }
