@@ -314,6 +314,21 @@ pub fn merge_runs(inputs: &[PathBuf], out: &Path) -> Result<RunMerge, ReportErro
             unfinished.join(", ")
         ));
     }
+    // stopped by a signal (a pod deleted, a deadline): finished, but short of its share
+    let stopped: Vec<String> = runs
+        .iter()
+        .filter(|(_, r)| r.finished_at.is_some() && r.interrupted)
+        .map(|(_, r)| format!("{}/{count}", index_of(r) + 1))
+        .collect();
+    if !stopped.is_empty() {
+        gaps.push(format!(
+            "worker{} {} {} interrupted: {} share of the cell then running is partial, of later cells missing",
+            if stopped.len() == 1 { "" } else { "s" },
+            stopped.join(", "),
+            if stopped.len() == 1 { "was" } else { "were" },
+            if stopped.len() == 1 { "its" } else { "their" },
+        ));
+    }
     // a merged cell short of a worker's share makes the whole merged run incomplete
     let interrupted = runs.iter().any(|(_, r)| r.interrupted)
         || !missing.is_empty()

@@ -612,6 +612,8 @@ fn a_worker_killed_mid_run_is_merged_as_incomplete_and_marked() {
     c.synchronised = Some(false);
     c.est_error_us = Some(250_000);
     c.steps = Some(3);
+    // and it was stopped by a signal (it still finished: finished_at is set)
+    w1.interrupted = true;
     meshbench_schema::write_json_atomic(&dir.path().join("w1/run.json"), &w1).unwrap();
     // and worker 2's as a well-kept node's (this host's own may be unsynchronised)
     let mut w2 = meshbench_schema::read_run(&dir.path().join("w2")).unwrap();
@@ -630,6 +632,13 @@ fn a_worker_killed_mid_run_is_merged_as_incomplete_and_marked() {
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        err.contains(
+            "warning: worker 1/2 was interrupted: its share of the cell then running is partial"
+        ),
+        "{err}"
+    );
     assert!(
         out.lines().any(|l| l.contains("worker 1:")
             && l.contains(
