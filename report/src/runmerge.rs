@@ -221,9 +221,8 @@ pub fn merge_runs(inputs: &[PathBuf], out: &Path) -> Result<RunMerge, ReportErro
         .collect();
     if !missing.is_empty() {
         gaps.push(format!(
-            "worker{} {} {} missing: merged from {} of {count} workers",
-            if missing.len() == 1 { "" } else { "s" },
-            missing.join(", "),
+            "{} {} missing: merged from {} of {count} workers",
+            workers(&missing),
             if missing.len() == 1 { "is" } else { "are" },
             runs.len()
         ));
@@ -271,9 +270,8 @@ pub fn merge_runs(inputs: &[PathBuf], out: &Path) -> Result<RunMerge, ReportErro
         let short = !lacking.is_empty() || !missing.is_empty() || unusable > 0;
         if !lacking.is_empty() {
             gaps.push(format!(
-                "cell {id}: worker{} {} measured nothing: merged from {} of {count} workers",
-                if lacking.len() == 1 { "" } else { "s" },
-                lacking.join(", "),
+                "cell {id}: {} measured nothing: merged from {} of {count} workers",
+                workers(&lacking),
                 have.len()
             ));
         }
@@ -309,9 +307,8 @@ pub fn merge_runs(inputs: &[PathBuf], out: &Path) -> Result<RunMerge, ReportErro
         .collect();
     if !unfinished.is_empty() {
         gaps.push(format!(
-            "worker{} {} did not finish (killed, or still running)",
-            if unfinished.len() == 1 { "" } else { "s" },
-            unfinished.join(", ")
+            "{} did not finish (killed, or still running)",
+            workers(&unfinished)
         ));
     }
     // stopped by a signal (a pod deleted, a deadline): finished, but short of its share
@@ -322,9 +319,8 @@ pub fn merge_runs(inputs: &[PathBuf], out: &Path) -> Result<RunMerge, ReportErro
         .collect();
     if !stopped.is_empty() {
         gaps.push(format!(
-            "worker{} {} {} interrupted: {} share of the cell then running is partial, of later cells missing",
-            if stopped.len() == 1 { "" } else { "s" },
-            stopped.join(", "),
+            "{} {} interrupted: {} share of the cell then running is partial, of later cells missing",
+            workers(&stopped),
             if stopped.len() == 1 { "was" } else { "were" },
             if stopped.len() == 1 { "its" } else { "their" },
         ));
@@ -417,6 +413,15 @@ pub fn merge_runs(inputs: &[PathBuf], out: &Path) -> Result<RunMerge, ReportErro
         run,
         gaps,
     })
+}
+
+/// "worker 2/3" or "workers 1/3, 3/3".
+fn workers(list: &[String]) -> String {
+    format!(
+        "worker{} {}",
+        if list.len() == 1 { "" } else { "s" },
+        list.join(", ")
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
