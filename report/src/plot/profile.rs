@@ -54,6 +54,19 @@ pub const THROTTLED: &str = "throttled share of the second (throttled µs / 1 s,
 pub const FAILED: &str = "failed requests in the second (left axis)";
 pub const FAILED_SHARE: &str = "failed share of the requests completed in that second (right axis)";
 
+/// Why `what` vs offered rate is not drawn for `cell`: `why` when it has an interval log.
+fn not_drawn(what: &str, cell: &LoadedCell, why: &str) -> String {
+    format!(
+        "{what} vs offered rate for cell '{}': not drawn, {}",
+        cell.result.id,
+        if cell.hlog_path.is_some() {
+            why
+        } else {
+            "it has no interval log"
+        }
+    )
+}
+
 /// The offered rate of second `s` of the window, when the profile covers it.
 fn offered(curve: &Curve, s: f64) -> Option<f64> {
     (s >= 0.0 && s + 1.0 <= curve.end_s() + 1e-9).then(|| curve.offered(s, s + 1.0))
@@ -77,14 +90,10 @@ impl ProfileChart {
             b.push((x, s.p99_us / 1000.0));
         }
         if a.is_empty() {
-            return Err(format!(
-                "latency vs offered rate for cell '{}': not drawn, {}",
-                cell.result.id,
-                if cell.hlog_path.is_some() {
-                    "its interval log has no second with a completed request inside the profile"
-                } else {
-                    "it has no interval log"
-                }
+            return Err(not_drawn(
+                "latency",
+                cell,
+                "its interval log has no second with a completed request inside the profile",
             ));
         }
         Ok(Some(ProfileChart {
@@ -133,14 +142,10 @@ impl ProfileChart {
             return Ok(None);
         };
         let Some(per_second) = &cell.errors_per_second else {
-            return Err(format!(
-                "errors vs offered rate for cell '{}': not drawn, {}",
-                cell.result.id,
-                if cell.hlog_path.is_some() {
-                    "its interval log has no per-second error counts (no `failed` tag: written by an older loadgen)"
-                } else {
-                    "it has no interval log"
-                }
+            return Err(not_drawn(
+                "errors",
+                cell,
+                "its interval log has no per-second error counts (no `failed` tag: written by an older loadgen)",
             ));
         };
         let curve = p.curve();
